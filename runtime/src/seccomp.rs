@@ -219,7 +219,7 @@ fn action(
 fn add_arch(ctx: &mut ScmpFilterContext, a: Arch) -> Result<(), SeccompError> {
     let (name, scmp) = arch_entry(a);
     ctx.add_arch(scmp).map_err(lib(format!(
-        "architecture {name} (not supported by this libseccomp)"
+        "architecture {name} (unknown to this libseccomp, or of another byte order than this host)"
     )))?;
     Ok(())
 }
@@ -367,7 +367,8 @@ pub fn supported_operators() -> Vec<&'static str> {
     ]
 }
 
-/// Architectures the linked libseccomp can build filters for.
+/// Architectures the linked libseccomp can put in a filter on this host
+/// (one filter holds architectures of a single byte order).
 pub fn supported_archs() -> Vec<&'static str> {
     let Ok(mut probe) = ScmpFilterContext::new(ScmpAction::Allow) else {
         return Vec::new();
