@@ -299,20 +299,32 @@ fn add_syscall_rules(
         let Ok(nr) = ScmpSyscall::from_name(name) else {
             continue;
         };
-        let step = || format!("{field}: adding the rule for syscall {name}");
+        let rule_err = |e| rule_error(field, name, e);
         if conds.is_empty() {
-            ctx.add_rule(act, nr).map_err(lib(step()))?;
+            ctx.add_rule(act, nr).map_err(rule_err)?;
         } else if shares_an_index(args) {
             for c in &conds {
                 ctx.add_rule_conditional(act, nr, std::slice::from_ref(c))
-                    .map_err(lib(step()))?;
+                    .map_err(rule_err)?;
             }
         } else {
             ctx.add_rule_conditional(act, nr, &conds)
-                .map_err(lib(step()))?;
+                .map_err(rule_err)?;
         }
     }
     Ok(())
+}
+
+fn rule_error(field: &str, name: &str, e: libseccomp::error::SeccompError) -> SeccompError {
+    if e.errno() == Some(libseccomp::error::SeccompErrno::EEXIST) {
+        return invalid(
+            field,
+            format!(
+                "syscall {name} already has a rule with the same conditions and another action"
+            ),
+        );
+    }
+    lib(format!("{field}: adding the rule for syscall {name}"))(e)
 }
 
 fn shares_an_index(args: &[LinuxSeccompArg]) -> bool {
@@ -528,6 +540,20 @@ mod tests {
         assert!(validate(&p).is_err());
         let p = profile(r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":70000}"#);
         assert!(validate(&p).is_err());
+    }
+
+    #[test]
+    fn conflicting_rules_are_named() {
+        let p = profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+            {"names":["mkdir"],"action":"SCMP_ACT_ERRNO","args":[{"index":1,"value":1,"op":"SCMP_CMP_EQ"}]},
+            {"names":["mkdir"],"action":"SCMP_ACT_KILL","args":[{"index":1,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
+        );
+        let e = build(&p).map(drop).expect_err("conflict").to_string();
+        assert!(
+            e.contains("syscalls[1]") && e.contains("mkdir") && e.contains("another action"),
+            "{e}"
+        );
     }
 
     #[test]
