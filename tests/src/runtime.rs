@@ -67,8 +67,9 @@ fn kind_of(bin: &Path) -> Kind {
 }
 
 /// crun refuses to run on a hybrid host whose cgroup2 mount has controllers
-/// (hugetlb is attached there on this kernel). Run it in a private mount
-/// namespace without that mount; nothing else changes for it.
+/// (hugetlb is attached there on this kernel). Run it in its own mount
+/// namespace (propagation unchanged, so shared mounts stay shared) without that
+/// mount, made private first so the unmount stays in the new namespace.
 fn crun_hybrid_wrapper() -> Option<Vec<OsString>> {
     let controllers = fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").ok()?;
     if controllers.trim().is_empty() {
@@ -79,10 +80,10 @@ fn crun_hybrid_wrapper() -> Option<Vec<OsString>> {
             "unshare",
             "--mount",
             "--propagation",
-            "private",
+            "unchanged",
             "/bin/sh",
             "-c",
-            "umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$0\" \"$@\"",
+            "mount --make-private /sys/fs/cgroup/unified && umount /sys/fs/cgroup/unified; exec \"$0\" \"$@\"",
         ]
         .iter()
         .map(OsString::from)
