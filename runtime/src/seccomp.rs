@@ -13,10 +13,13 @@ use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
 };
 use nix::errno::Errno;
+use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
     LinuxSeccompOperator, LinuxSyscall,
 };
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
@@ -35,6 +38,12 @@ pub enum SeccompError {
         step: String,
         #[source]
         source: libseccomp::error::SeccompError,
+    },
+
+    #[error("seccomp: {step}: {source}")]
+    Io {
+        step: &'static str,
+        source: std::io::Error,
     },
 
     /// The kernel refused the compiled filter.
@@ -247,27 +256,113 @@ fn set_flag(ctx: &mut ScmpFilterContext, f: LinuxSeccompFilterFlag) -> Result<()
 /// kernel only accepts a filter from a process holding CAP_SYS_ADMIN, so the
 /// caller must then load before dropping capabilities.
 pub fn load(s: &LinuxSeccomp) -> Result<(), SeccompError> {
-    let ctx = build(s)?;
-    ctx.load().map_err(|e| {
-        let errno = Errno::from_raw(e.sysrawrc().map_or(libc::ECANCELED, |rc| -rc));
-        let hint = if errno == Errno::EACCES {
-            " (without no_new_privs, loading a filter needs CAP_SYS_ADMIN)"
-        } else {
-            ""
-        };
-        SeccompError::Load { errno, hint }
-    })
+    compile(s)?.load()
 }
 
-/// Compile the profile into a libseccomp filter context (not loaded).
-pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
+/// A profile compiled to BPF. Compiling a large profile takes milliseconds
+/// (libseccomp); loading the result is one seccomp(2) call, so a caller can
+/// compile before forking the container init, or keep the result for the
+/// next container with the same profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledFilter {
+    /// `struct sock_filter` instructions in host byte order, 8 bytes each.
+    bpf: Vec<u8>,
+    /// SECCOMP_FILTER_FLAG_* for seccomp(2).
+    flags: libc::c_ulong,
+}
+
+/// Compile `s` to BPF without loading it.
+pub fn compile(s: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
+    let ctx = build(s)?;
+    let io = |step: &'static str| move |source: std::io::Error| SeccompError::Io { step, source };
+    let fd = memfd_create(c"corral-seccomp-bpf", MemFdCreateFlag::MFD_CLOEXEC)
+        .map_err(|e| io("creating a memfd for the BPF program")(e.into()))?;
+    ctx.export_bpf(&fd)
+        .map_err(lib("exporting the filter as BPF"))?;
+    let mut f = File::from(fd);
+    let mut bpf = Vec::new();
+    f.seek(SeekFrom::Start(0))
+        .and_then(|_| f.read_to_end(&mut bpf))
+        .map_err(io("reading the BPF program back"))?;
+    let flags = s
+        .flags()
+        .iter()
+        .flatten()
+        .fold(0, |acc, f| acc | kernel_flag(*f));
+    Ok(CompiledFilter { bpf, flags })
+}
+
+fn kernel_flag(f: LinuxSeccompFilterFlag) -> libc::c_ulong {
+    use LinuxSeccompFilterFlag as F;
+    match f {
+        F::SeccompFilterFlagTsync => libc::SECCOMP_FILTER_FLAG_TSYNC,
+        F::SeccompFilterFlagLog => libc::SECCOMP_FILTER_FLAG_LOG,
+        F::SeccompFilterFlagSpecAllow => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+        F::SeccompFilterFlagWaitKillableRecv => libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+    }
+}
+
+impl CompiledFilter {
+    pub fn instructions(&self) -> usize {
+        self.bpf.len() / 8
+    }
+
+    /// Install the filter on the calling process (see `load` about
+    /// no_new_privs).
+    pub fn load(&self) -> Result<(), SeccompError> {
+        let mut insns: Vec<libc::sock_filter> = self
+            .bpf
+            .chunks_exact(8)
+            .map(|c| libc::sock_filter {
+                code: u16::from_ne_bytes([c[0], c[1]]),
+                jt: c[2],
+                jf: c[3],
+                k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect();
+        let len = u16::try_from(insns.len()).map_err(|_| SeccompError::Load {
+            errno: Errno::EINVAL,
+            hint: " (more BPF instructions than one filter can hold)",
+        })?;
+        let prog = libc::sock_fprog {
+            len,
+            filter: insns.as_mut_ptr(),
+        };
+        // SAFETY: `prog` points at `len` initialized instructions that live
+        // until the call returns; the kernel copies them.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                self.flags,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        match r {
+            0 => Ok(()),
+            // With TSYNC, a positive result is a thread that could not sync.
+            tid if tid > 0 => Err(SeccompError::Load {
+                errno: Errno::ESRCH,
+                hint: " (SECCOMP_FILTER_FLAG_TSYNC: another thread could not be synchronized)",
+            }),
+            _ => Err(load_error(Errno::last())),
+        }
+    }
+}
+
+fn load_error(errno: Errno) -> SeccompError {
+    let hint = if errno == Errno::EACCES {
+        " (without no_new_privs, loading a filter needs CAP_SYS_ADMIN)"
+    } else {
+        ""
+    };
+    SeccompError::Load { errno, hint }
+}
+
+/// Compile the profile into a libseccomp filter context.
+fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
     let default = action(s.default_action(), s.default_errno_ret(), "defaultAction")?;
     let mut ctx = ScmpFilterContext::new(default).map_err(lib("creating the filter"))?;
-    ctx.set_ctl_nnp(false)
-        .map_err(lib("turning off no_new_privs on load"))?;
-    // Makes a failed load report the kernel's errno instead of ECANCELED.
-    ctx.set_api_sysrawrc(true)
-        .map_err(lib("asking for raw kernel error codes"))?;
     for a in s.architectures().iter().flatten() {
         add_arch(&mut ctx, *a)?;
     }
@@ -772,13 +867,13 @@ mod tests {
         };
         validate(&p).expect("podman profile validates");
         let t = std::time::Instant::now();
-        drop(build(&p).expect("podman profile builds"));
-        let build_time = t.elapsed();
+        let compiled = compile(&p).expect("podman profile compiles");
+        let compile_time = t.elapsed();
         let timing = tempfile::NamedTempFile::new().expect("temp file");
         in_child(|| {
             nix::sys::prctl::set_no_new_privs().map_err(|e| format!("nnp: {e}"))?;
             let t = std::time::Instant::now();
-            load(&p).map_err(|e| e.to_string())?;
+            compiled.load().map_err(|e| e.to_string())?;
             let load_time = t.elapsed();
             std::fs::write(timing.path(), format!("{}", load_time.as_micros()))
                 .map_err(|e| e.to_string())?;
@@ -800,9 +895,10 @@ mod tests {
         .expect("child checks");
         let load_us = std::fs::read_to_string(timing.path()).unwrap_or_default();
         eprintln!(
-            "podman default profile: {} rules, build {} us, build+load {load_us} us",
+            "podman default profile: {} rules, compiled to {} BPF instructions in {} us, loaded in {load_us} us",
             p.syscalls().as_ref().map_or(0, Vec::len),
-            build_time.as_micros()
+            compiled.instructions(),
+            compile_time.as_micros()
         );
     }
 
