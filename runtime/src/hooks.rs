@@ -153,10 +153,12 @@ fn run_one(id: &HookId, hook: &Hook, state: &[u8]) -> Result<(), HookError> {
         tail: Tail::default(),
     };
     let deadline = timeout.map(|t| (t, Instant::now() + Duration::from_secs(t as u64)));
-    match w
-        .wait(deadline.map(|(_, d)| d))
-        .map_err(io("waiting for it"))?
-    {
+    let waited = w.wait(deadline.map(|(_, d)| d)).map_err(|e| {
+        // Never leave a hook running unwatched.
+        let _ = w.kill();
+        io("waiting for it")(e)
+    })?;
+    match waited {
         Some(status) if status.success() => Ok(()),
         Some(status) => Err(HookError::Failed {
             hook: id.clone(),
