@@ -492,15 +492,23 @@ fn link_comounted(dir: &Path, name: &str) -> io::Result<()> {
 }
 
 /// (directory name under the cgroup mount, host path of the container's cgroup) for each
-/// distinct hierarchy among `paths`, the name taken from the host's mount point.
+/// distinct v1 hierarchy among `paths`, the name taken from the host's mount point.
 fn hierarchies(paths: &[(String, PathBuf)]) -> crate::Result<Vec<(String, PathBuf)>> {
     if paths.is_empty() {
         return Ok(Vec::new());
     }
-    let mounts = mountinfo::read()?;
+    hierarchies_in(&mountinfo::read()?, paths)
+}
+
+/// The cgroup2 hierarchy of a hybrid host is left out, as runc does: the container
+/// sees its v1 controllers only.
+fn hierarchies_in(
+    mounts: &[mountinfo::MountInfo],
+    paths: &[(String, PathBuf)],
+) -> crate::Result<Vec<(String, PathBuf)>> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
     for (controller, path) in paths {
-        let m = mountinfo::mount_of(&mounts, path)
+        let m = mountinfo::mount_of(mounts, path)
             .filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2")
             .ok_or_else(|| {
                 Error::io(
@@ -511,6 +519,9 @@ fn hierarchies(paths: &[(String, PathBuf)]) -> crate::Result<Vec<(String, PathBu
                     io::Error::other("not on a mounted cgroup filesystem"),
                 )
             })?;
+        if m.fstype == "cgroup2" {
+            continue;
+        }
         let name = m
             .mount_point
             .file_name()
@@ -526,6 +537,41 @@ fn hierarchies(paths: &[(String, PathBuf)]) -> crate::Result<Vec<(String, PathBu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hierarchy_names_come_from_host_mount_points() {
+        let mounts = mountinfo::parse(
+            "35 30 0:31 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+36 30 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+37 30 0:33 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+38 1 0:34 / /tmp rw - tmpfs tmpfs rw
+",
+        );
+        let p = |s: &str| PathBuf::from(s);
+        let paths = vec![
+            ("cpu".to_string(), p("/sys/fs/cgroup/cpu,cpuacct/corral/c1")),
+            (
+                "cpuacct".to_string(),
+                p("/sys/fs/cgroup/cpu,cpuacct/corral/c1"),
+            ),
+            ("memory".to_string(), p("/sys/fs/cgroup/memory/corral/c1")),
+            (String::new(), p("/sys/fs/cgroup/unified/corral/c1")),
+        ];
+        let got = hierarchies_in(&mounts, &paths).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "cpu,cpuacct".to_string(),
+                    p("/sys/fs/cgroup/cpu,cpuacct/corral/c1")
+                ),
+                ("memory".to_string(), p("/sys/fs/cgroup/memory/corral/c1")),
+            ]
+        );
+        let bad = vec![("pids".to_string(), p("/tmp/not-a-cgroup"))];
+        let err = hierarchies_in(&mounts, &bad).unwrap_err().to_string();
+        assert!(err.contains("\"pids\" at /tmp/not-a-cgroup"), "{err}");
+    }
 
     #[test]
     fn comounted_links() {

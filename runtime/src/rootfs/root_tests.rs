@@ -36,10 +36,12 @@ struct TestCgroups(Vec<(String, PathBuf)>);
 impl TestCgroups {
     fn create(tag: &str) -> Self {
         let mut made = Vec::new();
-        for controller in ["memory", "cpu"] {
-            let hierarchy = Path::new("/sys/fs/cgroup").join(controller);
+        // On a hybrid host the cgroup2 part ("" controller) must not show up.
+        for (controller, dir) in [("memory", "memory"), ("cpu", "cpu"), ("", "unified")] {
+            let hierarchy = Path::new("/sys/fs/cgroup").join(dir);
             let dir = hierarchy.join(format!("corral-test-rootfs-{}-{tag}", std::process::id()));
-            if hierarchy.is_dir() && fs::create_dir(&dir).is_ok() {
+            if !super::sys::cgroup2_unified() && hierarchy.is_dir() && fs::create_dir(&dir).is_ok()
+            {
                 made.push((controller.to_string(), dir));
             }
         }
@@ -487,8 +489,12 @@ fn check_masks() {
 }
 
 fn check_cgroups(paths: &[(String, PathBuf)]) {
-    // Each hierarchy appears under its host directory name, read-only.
-    for (controller, _) in paths {
+    // Each v1 hierarchy appears under its host directory name, read-only.
+    assert!(
+        !Path::new("/sys/fs/cgroup/unified").exists(),
+        "hybrid cgroup2 part is shown"
+    );
+    for (controller, _) in paths.iter().filter(|(c, _)| !c.is_empty()) {
         let dir = Path::new("/sys/fs/cgroup").join(controller);
         assert!(
             dir.join("cgroup.procs").exists(),
