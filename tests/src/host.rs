@@ -60,22 +60,42 @@ pub fn test_cgroup_dir(controller: &str, id: &str) -> Option<PathBuf> {
     cgroup_v1_root(controller).map(|r| r.join(CGROUP_PARENT).join(id))
 }
 
-/// Every existing cgroup directory (any hierarchy, v1 or v2) named after `id`
-/// under the test parent.
-pub fn existing_test_cgroups(id: &str) -> Vec<PathBuf> {
+/// Every place a test cgroup parent may live: each hierarchy's root (absolute
+/// cgroupsPath) and this process's own cgroup in it (relative cgroupsPath).
+pub fn cgroup_bases() -> Vec<PathBuf> {
     let Ok(mi) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for m in parse_mountinfo(&mi) {
-        if m.fstype == "cgroup" || m.fstype == "cgroup2" {
-            let d = Path::new(&m.mount_point).join(CGROUP_PARENT).join(id);
-            if d.is_dir() && !out.contains(&d) {
-                out.push(d);
-            }
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut out: Vec<PathBuf> = Vec::new();
+    for m in parse_mountinfo(&mi).into_iter().filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2") {
+        let own_path = own.lines().find_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
+            let matches = if m.fstype == "cgroup2" {
+                ctrls.is_empty()
+            } else {
+                !ctrls.is_empty() && ctrls.split(',').any(|c| m.has_super_opt(c))
+            };
+            matches.then(|| path.trim_start_matches('/').to_string())
+        });
+        let root = PathBuf::from(&m.mount_point);
+        if let Some(p) = own_path.filter(|p| !p.is_empty()) {
+            out.push(root.join(p));
         }
+        out.push(root);
     }
+    out.dedup();
     out
+}
+
+/// Every existing cgroup directory (any hierarchy, v1 or v2) of container `id`.
+pub fn existing_test_cgroups(id: &str) -> Vec<PathBuf> {
+    cgroup_bases()
+        .into_iter()
+        .map(|b| b.join(CGROUP_PARENT).join(id))
+        .filter(|d| d.is_dir())
+        .collect()
 }
 
 /// Kill every process in the cgroup and remove it (and empty children first).

@@ -550,12 +550,10 @@ impl Drop for Runtime {
 /// Remove the empty `corral-test` parents in every cgroup hierarchy (at exit,
 /// when no test of this process can be creating children).
 pub fn remove_cgroup_parents() {
-    let Ok(mi) = fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    for m in host::parse_mountinfo(&mi) {
-        if m.fstype == "cgroup" || m.fstype == "cgroup2" {
-            let _ = fs::remove_dir(Path::new(&m.mount_point).join(CGROUP_PARENT));
-        }
+    // Children first: a relative parent may sit below an absolute one.
+    let mut bases = host::cgroup_bases();
+    bases.sort_by_key(|b| std::cmp::Reverse(b.as_os_str().len()));
+    for b in bases {
+        let _ = fs::remove_dir(b.join(CGROUP_PARENT));
     }
 }
