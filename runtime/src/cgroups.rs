@@ -1041,13 +1041,9 @@ fn enable_v2_controllers(dir: &Path) {
         return;
     };
     let mut level = root.to_path_buf();
-    let comps: Vec<_> = rel.components().collect();
-    for comp in &comps[..comps.len().saturating_sub(1)] {
+    for comp in rel.components() {
         enable_level(&level);
         level.push(comp);
-    }
-    if comps.len() > 1 {
-        enable_level(&level);
     }
 }
 

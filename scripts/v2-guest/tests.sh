@@ -55,8 +55,10 @@ make_rootfs() {
     for a in $(busybox --list); do
         [ -e $ROOTFS/bin/$a ] || ln -s busybox $ROOTFS/bin/$a
     done
-    # Builds a 64 MiB shell string: init itself grows past memory.max.
-    echo "x=\$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived" >$ROOTFS/t/oom.sh
+    # Doubles a shell string to 128 MiB: init itself grows past memory.max
+    # (doubling, not head|tr, because byte-wise tools crawl under TCG).
+    printf '%s\n' 'x=0123456789abcdef; i=0' \
+        'while [ $i -lt 23 ]; do x="$x$x"; i=$((i + 1)); done' 'echo survived' >$ROOTFS/t/oom.sh
     # The bomb runs in a subshell; init then execs (a fork would be refused).
     printf '%s\n' '( b() { b | b & }; b ) 2>/dev/null' 'exec sleep 600' >$ROOTFS/t/forkbomb.sh
     echo 'exec sleep 600' >$ROOTFS/t/sleep.sh
