@@ -162,8 +162,11 @@ pub fn version() -> CgroupVersion {
 // ---------------------------------------------------------------------------
 
 /// Resolve `linux.cgroupsPath` to a path relative to every hierarchy root
-/// (no leading '/'): absolute "/a/b" -> "a/b"; relative "a/b" -> "corral/a/b";
-/// none (or empty) -> "corral/<id>".
+/// (no leading '/'): absolute "/a/b" -> "a/b"; none (or empty) ->
+/// "corral/<id>"; relative "a/b" -> "<own>/a/b", below the cgroup this
+/// runtime process runs in, as runc does (so an engine's containers nest
+/// under the engine's cgroup). Resolved once at create and stored, so later
+/// verbs find the cgroup whatever cgroup they run in.
 pub fn resolve_path(cgroups_path: Option<&Path>, id: &str, systemd: bool) -> Result<String> {
     check_id(id)?;
     let raw = match cgroups_path {
@@ -198,9 +201,50 @@ pub fn resolve_path(cgroups_path: Option<&Path>, id: &str, systemd: bool) -> Res
     }
     let joined = parts.join("/");
     if raw.starts_with('/') {
-        Ok(joined)
+        return Ok(joined);
+    }
+    let own = own_cgroup()?;
+    let own = own.trim_matches('/');
+    Ok(if own.is_empty() {
+        joined
     } else {
-        Ok(format!("{DEFAULT_PARENT}/{joined}"))
+        format!("{own}/{joined}")
+    })
+}
+
+/// The cgroup of the calling process: the unified one on v2; on v1 the
+/// name=systemd hierarchy's (systemd keeps the others aligned with it), else
+/// pids', else the first listed. runc resolves each v1 hierarchy on its own;
+/// one path for all keeps a container's cgroup a single stored string.
+fn own_cgroup() -> Result<String> {
+    let text = fs::read_to_string("/proc/self/cgroup").map_err(|e| CgroupError::Read {
+        path: "/proc/self/cgroup".into(),
+        errno: errno_of(&e),
+    })?;
+    Ok(pick_own_cgroup(&text, version()).unwrap_or_default())
+}
+
+fn pick_own_cgroup(text: &str, v: CgroupVersion) -> Option<String> {
+    // Lines are "hierarchy-id:controllers:path"; the path may contain ':'.
+    let lines: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
+            Some((ctrls, path))
+        })
+        .collect();
+    let find = |pred: &dyn Fn(&str) -> bool| {
+        lines
+            .iter()
+            .find(|(c, _)| pred(c))
+            .map(|(_, p)| p.to_string())
+    };
+    match v {
+        CgroupVersion::V2 => find(&|c| c.is_empty()),
+        CgroupVersion::V1 => find(&|c| c == "name=systemd")
+            .or_else(|| find(&|c| c.split(',').any(|x| x == "pids")))
+            .or_else(|| find(&|c| !c.is_empty())),
     }
 }
 
@@ -1816,20 +1860,56 @@ mod tests {
     // -- path resolution ---------------------------------------------------
 
     #[test]
-    fn resolve_defaults_and_relative_paths_under_corral() {
+    fn resolve_defaults_under_corral() {
         assert_eq!(resolve_path(None, "abc", false).unwrap(), "corral/abc");
         assert_eq!(
             resolve_path(Some(Path::new("")), "abc", false).unwrap(),
             "corral/abc"
         );
+    }
+
+    #[test]
+    fn resolve_relative_below_own_cgroup() {
+        let own = own_cgroup().unwrap();
+        let own = own.trim_matches('/');
+        let want = |rel: &str| {
+            if own.is_empty() {
+                rel.to_string()
+            } else {
+                format!("{own}/{rel}")
+            }
+        };
         assert_eq!(
             resolve_path(Some(Path::new("pods/x")), "abc", false).unwrap(),
-            "corral/pods/x"
+            want("pods/x")
         );
         assert_eq!(
             resolve_path(Some(Path::new("./a//b/")), "abc", false).unwrap(),
-            "corral/a/b"
+            want("a/b")
         );
+    }
+
+    #[test]
+    fn own_cgroup_comes_from_the_reference_hierarchy() {
+        let hybrid = "9:name=systemd:/user.slice/s\n4:memory:/sandbox/x\n8:pids:/p\n0::/u\n";
+        assert_eq!(
+            pick_own_cgroup(hybrid, CgroupVersion::V1).as_deref(),
+            Some("/user.slice/s")
+        );
+        let no_systemd = "4:memory:/sandbox/x\n8:pids:/p\n0::/u\n";
+        assert_eq!(
+            pick_own_cgroup(no_systemd, CgroupVersion::V1).as_deref(),
+            Some("/p")
+        );
+        assert_eq!(
+            pick_own_cgroup("4:cpu,cpuacct:/a\n", CgroupVersion::V1).as_deref(),
+            Some("/a")
+        );
+        assert_eq!(
+            pick_own_cgroup("0::/x:y\n", CgroupVersion::V2).as_deref(),
+            Some("/x:y")
+        );
+        assert_eq!(pick_own_cgroup("", CgroupVersion::V2), None);
     }
 
     #[test]
@@ -1863,9 +1943,10 @@ mod tests {
         assert!(matches!(e, CgroupError::SystemdPath(_)));
         assert!(e.to_string().contains("systemd"), "{e}");
         // Without --systemd-cgroup a colon is just part of a cgroupfs name (runc does the same).
-        assert_eq!(
-            resolve_path(Some(Path::new("system.slice:corral:abc")), "abc", false).unwrap(),
-            "corral/system.slice:corral:abc"
+        assert!(
+            resolve_path(Some(Path::new("system.slice:corral:abc")), "abc", false)
+                .unwrap()
+                .ends_with("system.slice:corral:abc")
         );
     }
 
