@@ -2218,8 +2218,13 @@ mod tests {
         assert!(cg.pids().unwrap().contains(&pid));
         if cg.v2 {
             assert_eq!(read_in(&cg, "memory", "memory.max"), "67108864");
+            // The spec's swap is memory+swap; v2 wants the swap part alone.
+            assert_eq!(read_in(&cg, "memory", "memory.swap.max"), "67108864");
+            assert_eq!(read_in(&cg, "memory", "memory.low"), "33554432");
             assert_eq!(read_in(&cg, "pids", "pids.max"), "50");
             assert_eq!(read_in(&cg, "cpu", "cpu.max"), "50000 100000");
+            assert_eq!(read_in(&cg, "cpu", "cpu.weight"), "20");
+            assert_eq!(read_in(&cg, "cpuset", "cpuset.cpus"), "0");
         } else {
             assert_eq!(read_in(&cg, "memory", "memory.limit_in_bytes"), "67108864");
             assert_eq!(
