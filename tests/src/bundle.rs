@@ -83,8 +83,13 @@ impl Bundle {
             .tempdir()
             .unwrap_or_else(|e| panic!("create bundle tempdir: {e}"));
         let _ = fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755));
-        busybox_rootfs(&dir.path().join("rootfs")).unwrap_or_else(|e| panic!("busybox rootfs: {e}"));
-        Bundle { dir, config: default_config(), raw: None }
+        busybox_rootfs(&dir.path().join("rootfs"))
+            .unwrap_or_else(|e| panic!("busybox rootfs: {e}"));
+        Bundle {
+            dir,
+            config: default_config(),
+            raw: None,
+        }
     }
 
     /// A bundle with an empty directory and no rootfs (for error tests).
@@ -93,7 +98,11 @@ impl Bundle {
             .prefix("corral-test-bundle-")
             .tempdir()
             .unwrap_or_else(|e| panic!("create bundle tempdir: {e}"));
-        Bundle { dir, config: default_config(), raw: None }
+        Bundle {
+            dir,
+            config: default_config(),
+            raw: None,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -169,7 +178,13 @@ impl Bundle {
     /// Remove a field by JSON pointer.
     pub fn remove(&mut self, pointer: &str) -> &mut Self {
         if let Some((parent, key)) = pointer.rsplit_once('/') {
-            let parent = if parent.is_empty() { self.config.as_object_mut() } else { self.config.pointer_mut(parent).and_then(Value::as_object_mut) };
+            let parent = if parent.is_empty() {
+                self.config.as_object_mut()
+            } else {
+                self.config
+                    .pointer_mut(parent)
+                    .and_then(Value::as_object_mut)
+            };
             if let Some(o) = parent {
                 o.remove(key);
             }
@@ -213,7 +228,8 @@ impl Bundle {
     }
 
     pub fn user(&mut self, uid: u32, gid: u32) -> &mut Self {
-        self.set("/process/user/uid", json!(uid)).set("/process/user/gid", json!(gid))
+        self.set("/process/user/uid", json!(uid))
+            .set("/process/user/gid", json!(gid))
     }
 
     pub fn additional_gids(&mut self, gids: &[u32]) -> &mut Self {
@@ -230,7 +246,13 @@ impl Bundle {
 
     /// Set all five capability sets to the same list.
     pub fn caps_all(&mut self, caps: &[&str]) -> &mut Self {
-        for set in ["bounding", "effective", "permitted", "inheritable", "ambient"] {
+        for set in [
+            "bounding",
+            "effective",
+            "permitted",
+            "inheritable",
+            "ambient",
+        ] {
             self.caps_set(set, caps);
         }
         self
@@ -292,11 +314,17 @@ impl Bundle {
     }
 
     pub fn uid_mapping(&mut self, container: u32, host: u32, size: u32) -> &mut Self {
-        self.push("/linux/uidMappings", json!({"containerID": container, "hostID": host, "size": size}))
+        self.push(
+            "/linux/uidMappings",
+            json!({"containerID": container, "hostID": host, "size": size}),
+        )
     }
 
     pub fn gid_mapping(&mut self, container: u32, host: u32, size: u32) -> &mut Self {
-        self.push("/linux/gidMappings", json!({"containerID": container, "hostID": host, "size": size}))
+        self.push(
+            "/linux/gidMappings",
+            json!({"containerID": container, "hostID": host, "size": size}),
+        )
     }
 
     /// Set one resource section, e.g. `resource("memory", json!({"limit": 1<<25}))`.
@@ -349,7 +377,8 @@ impl Bundle {
     pub fn write_rootfs_file(&self, rel: &str, contents: &str) {
         let p = self.rootfs().join(rel.trim_start_matches('/'));
         if let Some(parent) = p.parent() {
-            fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
+            fs::create_dir_all(parent)
+                .unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
         }
         fs::write(&p, contents).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
     }

@@ -31,10 +31,14 @@ impl ConsoleReceiver {
     pub fn listen(dir: &Path, input: &[u8], timeout: Duration) -> ConsoleReceiver {
         let path = dir.join("console.sock");
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+        let listener =
+            UnixListener::bind(&path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
         let input = input.to_vec();
         let handle = std::thread::spawn(move || receive(listener, &input, timeout));
-        ConsoleReceiver { path, handle: Some(handle) }
+        ConsoleReceiver {
+            path,
+            handle: Some(handle),
+        }
     }
 
     pub fn socket(&self) -> &Path {
@@ -44,15 +48,23 @@ impl ConsoleReceiver {
     /// Wait for the receiving thread (bounded by the listen timeout).
     pub fn wait(mut self) -> Result<ConsoleCapture, String> {
         match self.handle.take() {
-            Some(h) => h.join().map_err(|_| "console receiver thread panicked".to_string())?,
+            Some(h) => h
+                .join()
+                .map_err(|_| "console receiver thread panicked".to_string())?,
             None => Err("already waited".into()),
         }
     }
 }
 
-fn receive(listener: UnixListener, input: &[u8], timeout: Duration) -> Result<ConsoleCapture, String> {
+fn receive(
+    listener: UnixListener,
+    input: &[u8],
+    timeout: Duration,
+) -> Result<ConsoleCapture, String> {
     let deadline = Instant::now() + timeout;
-    listener.set_nonblocking(true).map_err(|e| format!("set_nonblocking: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("set_nonblocking: {e}"))?;
     let stream = loop {
         match listener.accept() {
             Ok((s, _)) => break s,
@@ -65,12 +77,18 @@ fn receive(listener: UnixListener, input: &[u8], timeout: Duration) -> Result<Co
             Err(e) => return Err(format!("accept on console socket: {e}")),
         }
     };
-    stream.set_nonblocking(false).map_err(|e| format!("set_nonblocking: {e}"))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| format!("set_read_timeout: {e}"))?;
+    stream
+        .set_nonblocking(false)
+        .map_err(|e| format!("set_nonblocking: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| format!("set_read_timeout: {e}"))?;
     let (master, name) = recv_fd(&stream)?;
     let mut master = File::from(master);
     if !input.is_empty() {
-        master.write_all(input).map_err(|e| format!("write to pty master: {e}"))?;
+        master
+            .write_all(input)
+            .map_err(|e| format!("write to pty master: {e}"))?;
     }
     let output = read_until_closed(&mut master, deadline)?;
     Ok(ConsoleCapture { name, output })
@@ -80,8 +98,13 @@ fn recv_fd(stream: &std::os::unix::net::UnixStream) -> Result<(OwnedFd, String),
     let mut buf = [0u8; 4096];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<UnixAddr>(stream.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(|e| format!("recvmsg on console socket: {e}"))?;
+    let msg = recvmsg::<UnixAddr>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("recvmsg on console socket: {e}"))?;
     let n = msg.bytes;
     let mut fd = None;
     for c in msg.cmsgs().map_err(|e| format!("control messages: {e}"))? {
@@ -94,8 +117,11 @@ fn recv_fd(stream: &std::os::unix::net::UnixStream) -> Result<(OwnedFd, String),
             }
         }
     }
-    let name = String::from_utf8_lossy(&buf[..n]).trim_end_matches('\0').to_string();
-    fd.map(|f| (f, name)).ok_or_else(|| "console socket message carried no file descriptor".into())
+    let name = String::from_utf8_lossy(&buf[..n])
+        .trim_end_matches('\0')
+        .to_string();
+    fd.map(|f| (f, name))
+        .ok_or_else(|| "console socket message carried no file descriptor".into())
 }
 
 fn read_until_closed(master: &mut File, deadline: Instant) -> Result<String, String> {
@@ -106,7 +132,11 @@ fn read_until_closed(master: &mut File, deadline: Instant) -> Result<String, Str
         if left.is_zero() {
             break;
         }
-        let mut pfd = libc::pollfd { fd: master.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let ms = left.as_millis().min(200) as i32;
         // SAFETY: pfd is a valid pollfd array of length 1 for the duration of the call.
         let r = unsafe { libc::poll(&mut pfd, 1, ms) };

@@ -26,7 +26,9 @@ pub fn find_busybox() -> Result<PathBuf, String> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
-        .ok_or("busybox not found at /bin/busybox or /usr/bin/busybox (apt-get install busybox-static)")?;
+        .ok_or(
+        "busybox not found at /bin/busybox or /usr/bin/busybox (apt-get install busybox-static)",
+    )?;
     if has_interp(&bin).map_err(|e| format!("read {}: {e}", bin.display()))? {
         return Err(format!(
             "{} is dynamically linked; install busybox-static",
@@ -67,7 +69,8 @@ fn pristine() -> Result<&'static Path, String> {
     static PRISTINE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     PRISTINE
         .get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("corral-test-rootfs-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("corral-test-rootfs-{}", std::process::id()));
             let _ = fs::remove_dir_all(&dir);
             build(&dir)?;
             register_removal(&dir);
@@ -96,15 +99,27 @@ fn build(dir: &Path) -> Result<(), String> {
     let busybox = find_busybox()?;
     let err = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
     for d in [
-        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "root", "home/user", "run",
-        "var", "mnt",
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "root",
+        "home/user",
+        "run",
+        "var",
+        "mnt",
     ] {
         let p = dir.join(d);
         fs::create_dir_all(&p).map_err(|e| err("mkdir", &p, e))?;
     }
     let tmp = dir.join("tmp");
     fs::create_dir_all(&tmp).map_err(|e| err("mkdir", &tmp, e))?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).map_err(|e| err("chmod", &tmp, e))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777))
+        .map_err(|e| err("chmod", &tmp, e))?;
     let bin = dir.join("bin/busybox");
     fs::copy(&busybox, &bin).map_err(|e| err("copy busybox to", &bin, e))?;
     let list = Command::new(&busybox)
@@ -124,12 +139,17 @@ fn build(dir: &Path) -> Result<(), String> {
             symlink("/bin/busybox", &link).map_err(|e| err("symlink", &link, e))?;
         }
     }
-    for (name, text) in [("etc/passwd", PASSWD), ("etc/group", GROUP), ("etc/hostname", "corral\n")] {
+    for (name, text) in [
+        ("etc/passwd", PASSWD),
+        ("etc/group", GROUP),
+        ("etc/hostname", "corral\n"),
+    ] {
         let p = dir.join(name);
         fs::write(&p, text).map_err(|e| err("write", &p, e))?;
     }
     let user_home = dir.join("home/user");
-    std::os::unix::fs::chown(&user_home, Some(1000), Some(1000)).map_err(|e| err("chown", &user_home, e))?;
+    std::os::unix::fs::chown(&user_home, Some(1000), Some(1000))
+        .map_err(|e| err("chown", &user_home, e))?;
     Ok(())
 }
 

@@ -36,11 +36,14 @@ pub enum Kind {
 pub fn runtime_binary() -> Result<PathBuf, String> {
     if let Some(v) = std::env::var_os("CORRAL_TEST_RUNTIME").filter(|v| !v.is_empty()) {
         let name = v.to_string_lossy().into_owned();
-        return host::which(&name)
-            .ok_or_else(|| format!("CORRAL_TEST_RUNTIME={name}: not a file and not found on PATH"));
+        return host::which(&name).ok_or_else(|| {
+            format!("CORRAL_TEST_RUNTIME={name}: not a file and not found on PATH")
+        });
     }
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let mut dir = exe.parent().ok_or("test executable has no parent directory")?;
+    let mut dir = exe
+        .parent()
+        .ok_or("test executable has no parent directory")?;
     if dir.file_name().is_some_and(|n| n == "deps") {
         dir = dir.parent().ok_or("deps directory has no parent")?;
     }
@@ -57,7 +60,10 @@ pub fn runtime_binary() -> Result<PathBuf, String> {
 }
 
 fn kind_of(bin: &Path) -> Kind {
-    let name = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = bin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     match name.as_str() {
         "corral-runtime" => Kind::Corral,
         "runc" => Kind::Runc,
@@ -195,6 +201,45 @@ impl Spawned {
     }
 }
 
+/// Run any command with stdio in files under `io_dir` (named `tag`), killing its
+/// process group after `timeout`.
+pub fn run_command(mut c: Command, io_dir: &Path, tag: &str, timeout: Duration) -> Out {
+    let (out, err) = (
+        io_dir.join(format!("{tag}.out")),
+        io_dir.join(format!("{tag}.err")),
+    );
+    let cmdline = format!(
+        "{:?} {:?}",
+        c.get_program(),
+        c.get_args().collect::<Vec<_>>()
+    );
+    let fout = File::create(&out).unwrap_or_else(|e| panic!("create {}: {e}", out.display()));
+    let ferr = File::create(&err).unwrap_or_else(|e| panic!("create {}: {e}", err.display()));
+    c.stdin(Stdio::null())
+        .stdout(fout)
+        .stderr(ferr)
+        .process_group(0);
+    let child = c.spawn().unwrap_or_else(|e| panic!("spawn {cmdline}: {e}"));
+    Spawned {
+        child,
+        cmdline,
+        out,
+        err,
+        started: Instant::now(),
+    }
+    .wait(timeout)
+}
+
+/// The command prefix that runs crun on this host (see `crun_hybrid_wrapper`),
+/// for tests that make another program (podman) call the runtime.
+pub fn hybrid_wrapper_for(kind: Kind) -> Vec<OsString> {
+    if kind == Kind::Crun {
+        crun_hybrid_wrapper().unwrap_or_default()
+    } else {
+        Vec::new()
+    }
+}
+
 /// The runtime under test, with its own `--root` and `--log` for one test.
 /// Dropping it kills and force-deletes every container it made an id for.
 pub struct Runtime {
@@ -216,7 +261,11 @@ impl Runtime {
     pub fn new(test: &str) -> Runtime {
         let bin = runtime_binary().unwrap_or_else(|e| panic!("runtime under test: {e}"));
         let kind = kind_of(&bin);
-        let wrapper = if kind == Kind::Crun { crun_hybrid_wrapper().unwrap_or_default() } else { Vec::new() };
+        let wrapper = if kind == Kind::Crun {
+            crun_hybrid_wrapper().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         ANNOUNCE.call_once(|| {
             eprintln!("runtime under test: {} ({kind:?})", bin.display());
             if !wrapper.is_empty() {
@@ -291,7 +340,12 @@ impl Runtime {
     pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
         let mut all: Vec<OsString> = self.wrapper.clone();
         all.push(self.bin.clone().into());
-        all.extend(["--root".into(), self.root().into(), "--log".into(), self.log_path().into()]);
+        all.extend([
+            "--root".into(),
+            self.root().into(),
+            "--log".into(),
+            self.log_path().into(),
+        ]);
         all.extend(args.iter().map(|a| a.as_ref().to_os_string()));
         let mut c = Command::new(&all[0]);
         c.args(&all[1..]);
@@ -306,19 +360,37 @@ impl Runtime {
         let io = self.dir.path().join("io");
         let (out, err) = (io.join(format!("{n}.out")), io.join(format!("{n}.err")));
         let mut c = self.command(args);
-        let cmdline = format!("{:?} {:?}", c.get_program(), c.get_args().collect::<Vec<_>>());
+        let cmdline = format!(
+            "{:?} {:?}",
+            c.get_program(),
+            c.get_args().collect::<Vec<_>>()
+        );
         let fout = File::create(&out).unwrap_or_else(|e| panic!("create {}: {e}", out.display()));
         let ferr = File::create(&err).unwrap_or_else(|e| panic!("create {}: {e}", err.display()));
-        c.stdin(Stdio::null()).stdout(fout).stderr(ferr).process_group(0);
+        c.stdin(Stdio::null())
+            .stdout(fout)
+            .stderr(ferr)
+            .process_group(0);
         if let Some(id) = id {
             c.env(MARK_VAR, id);
-            let verb = args.first().map(|a| a.as_ref().to_string_lossy().into_owned());
+            let verb = args
+                .first()
+                .map(|a| a.as_ref().to_string_lossy().into_owned());
             if matches!(verb.as_deref(), Some("create" | "run")) {
-                self.outputs.lock().expect("outputs lock").insert(id.to_string(), (out.clone(), err.clone()));
+                self.outputs
+                    .lock()
+                    .expect("outputs lock")
+                    .insert(id.to_string(), (out.clone(), err.clone()));
             }
         }
         let child = c.spawn().unwrap_or_else(|e| panic!("spawn {cmdline}: {e}"));
-        Spawned { child, cmdline, out, err, started: Instant::now() }
+        Spawned {
+            child,
+            cmdline,
+            out,
+            err,
+            started: Instant::now(),
+        }
     }
 
     /// Run the runtime with these arguments (after the global options).
@@ -366,7 +438,8 @@ impl Runtime {
     pub fn state_json(&self, id: &str) -> Value {
         let out = self.state(id);
         out.assert_ok();
-        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("state is not JSON ({e}):\n{out}"))
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("state is not JSON ({e}):\n{out}"))
     }
 
     /// The status string, or None if `state` fails.
@@ -375,7 +448,9 @@ impl Runtime {
         if !out.ok() {
             return None;
         }
-        serde_json::from_str::<Value>(&out.stdout).ok()?["status"].as_str().map(String::from)
+        serde_json::from_str::<Value>(&out.stdout).ok()?["status"]
+            .as_str()
+            .map(String::from)
     }
 
     /// Poll `state` until the status is `want`.
@@ -399,7 +474,8 @@ impl Runtime {
     pub fn run(&self, id: &str, bundle: &Bundle) -> Out {
         self.prepare(id, bundle);
         let b = bundle.path().to_string_lossy().into_owned();
-        self.spawn_for(Some(id), &["run", "--bundle", &b, id]).wait(RUN_TIMEOUT)
+        self.spawn_for(Some(id), &["run", "--bundle", &b, id])
+            .wait(RUN_TIMEOUT)
     }
 
     pub fn run_detached(&self, id: &str, bundle: &Bundle) -> Out {
@@ -426,7 +502,10 @@ impl Runtime {
         let id = self.id();
         self.create(&id, bundle).assert_ok();
         self.start(&id).assert_ok();
-        assert!(self.wait_status(&id, "running", VERB_TIMEOUT), "container {id} never reached running");
+        assert!(
+            self.wait_status(&id, "running", VERB_TIMEOUT),
+            "container {id} never reached running"
+        );
         id
     }
 
@@ -475,13 +554,17 @@ impl Runtime {
     /// What the container (made by `create` or `run`) wrote to stdout so far.
     pub fn output(&self, id: &str) -> String {
         let map = self.outputs.lock().expect("outputs lock");
-        map.get(id).and_then(|(o, _)| fs::read_to_string(o).ok()).unwrap_or_default()
+        map.get(id)
+            .and_then(|(o, _)| fs::read_to_string(o).ok())
+            .unwrap_or_default()
     }
 
     /// What the container wrote to stderr so far (runtime errors included).
     pub fn output_err(&self, id: &str) -> String {
         let map = self.outputs.lock().expect("outputs lock");
-        map.get(id).and_then(|(_, e)| fs::read_to_string(e).ok()).unwrap_or_default()
+        map.get(id)
+            .and_then(|(_, e)| fs::read_to_string(e).ok())
+            .unwrap_or_default()
     }
 
     /// Wait until the container's stdout contains `needle`.
@@ -509,7 +592,9 @@ impl Runtime {
             problems.push(format!("cgroup left: {}", d.display()));
         }
         // The runtime may still be tearing down; give processes a moment to go.
-        host::wait_until(Duration::from_secs(3), || host::marked_processes(id).is_empty());
+        host::wait_until(Duration::from_secs(3), || {
+            host::marked_processes(id).is_empty()
+        });
         for pid in host::marked_processes(id) {
             let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");

@@ -17,11 +17,18 @@ fn expect_rejected(rt: &Runtime, b: &Bundle, needles: &[&str]) {
     let msg = format!("{}\n{}", out.stderr, rt.log());
     if rt.is_corral() {
         for n in needles {
-            assert!(msg.contains(n), "error message should contain {n:?}:\n{msg}");
+            assert!(
+                msg.contains(n),
+                "error message should contain {n:?}:\n{msg}"
+            );
         }
         assert!(!msg.contains("panicked"), "runtime panicked:\n{msg}");
     } else {
-        eprintln!("note: {:?} message not checked: {}", rt.kind(), out.stderr.trim());
+        eprintln!(
+            "note: {:?} message not checked: {}",
+            rt.kind(),
+            out.stderr.trim()
+        );
     }
     let left = rt.leftovers(&id);
     assert!(left.is_empty(), "failed create left: {left:?}");
@@ -31,14 +38,20 @@ fn expect_rejected(rt: &Runtime, b: &Bundle, needles: &[&str]) {
 macro_rules! strict_only {
     ($rt:expr, $kinds:expr, $why:expr) => {
         if $kinds.contains(&$rt.kind()) {
-            skip!("{:?} accepts this ({}); only checked on corral-runtime and stricter peers", $rt.kind(), $why);
+            skip!(
+                "{:?} accepts this ({}); only checked on corral-runtime and stricter peers",
+                $rt.kind(),
+                $why
+            );
         }
     };
 }
 
 #[test]
 fn malformed_json() {
-    let Some(rt) = runtime_for("er-json") else { return };
+    let Some(rt) = runtime_for("er-json") else {
+        return;
+    };
     let mut b = Bundle::new();
     b.raw_config("{ \"ociVersion\": \"1.0.2\", \"process\": { \"args\": [\"sh\" ");
     expect_rejected(&rt, &b, &["config.json"]);
@@ -46,7 +59,9 @@ fn malformed_json() {
 
 #[test]
 fn missing_config_json() {
-    let Some(rt) = runtime_for("er-noconfig") else { return };
+    let Some(rt) = runtime_for("er-noconfig") else {
+        return;
+    };
     let b = Bundle::new();
     let id = rt.id();
     let bp = b.path().to_string_lossy().into_owned();
@@ -62,7 +77,9 @@ fn missing_config_json() {
 
 #[test]
 fn wrong_type_in_field() {
-    let Some(rt) = runtime_for("er-type") else { return };
+    let Some(rt) = runtime_for("er-type") else {
+        return;
+    };
     let mut b = Bundle::new();
     strict_only!(rt, [Kind::Crun], "crun 1.8 ignores a string uid");
     b.set("/process/user/uid", json!("zero"));
@@ -71,7 +88,9 @@ fn wrong_type_in_field() {
 
 #[test]
 fn empty_process_args() {
-    let Some(rt) = runtime_for("er-args") else { return };
+    let Some(rt) = runtime_for("er-args") else {
+        return;
+    };
     let mut b = Bundle::new();
     b.args(&[]);
     expect_rejected(&rt, &b, &["process.args"]);
@@ -79,7 +98,9 @@ fn empty_process_args() {
 
 #[test]
 fn unknown_namespace_type() {
-    let Some(rt) = runtime_for("er-ns") else { return };
+    let Some(rt) = runtime_for("er-ns") else {
+        return;
+    };
     let mut b = Bundle::new();
     b.namespace("foo", None);
     expect_rejected(&rt, &b, &["namespace", "foo"]);
@@ -87,22 +108,29 @@ fn unknown_namespace_type() {
 
 #[test]
 fn missing_rootfs() {
-    let Some(rt) = runtime_for("er-rootfs") else { return };
+    let Some(rt) = runtime_for("er-rootfs") else {
+        return;
+    };
     let b = Bundle::without_rootfs();
     expect_rejected(&rt, &b, &["rootfs"]);
 }
 
 #[test]
 fn negative_memory_limit() {
-    let Some(rt) = runtime_for("er-mem") else { return };
+    let Some(rt) = runtime_for("er-mem") else {
+        return;
+    };
     let mut b = Bundle::new();
-    b.args(&["true"]).resource("memory", json!({"limit": -1000}));
+    b.args(&["true"])
+        .resource("memory", json!({"limit": -1000}));
     expect_rejected(&rt, &b, &["memory"]);
 }
 
 #[test]
 fn relative_cwd() {
-    let Some(rt) = runtime_for("er-cwd") else { return };
+    let Some(rt) = runtime_for("er-cwd") else {
+        return;
+    };
     let mut b = Bundle::new();
     strict_only!(rt, [Kind::Crun], "crun 1.8 takes a relative cwd");
     b.cwd("tmp");
@@ -113,9 +141,12 @@ fn relative_cwd() {
 fn unknown_capability_is_named() {
     // runc ignores capabilities it does not know (newer than itself) with a
     // warning, which engines rely on; refusing is also acceptable. Silence is not.
-    let Some(rt) = runtime_for("er-cap") else { return };
+    let Some(rt) = runtime_for("er-cap") else {
+        return;
+    };
     let mut b = Bundle::new();
-    b.caps_set("bounding", &["CAP_KILL", "CAP_NOT_A_THING"]).args(&["true"]);
+    b.caps_set("bounding", &["CAP_KILL", "CAP_NOT_A_THING"])
+        .args(&["true"]);
     let id = rt.id();
     let out = rt.create(&id, &b);
     let msg = format!("{}{}", out.stderr, rt.log());
@@ -123,7 +154,11 @@ fn unknown_capability_is_named() {
         eprintln!("note: crun ignores unknown capabilities silently; not checked");
         return;
     }
-    assert!(msg.contains("CAP_NOT_A_THING"), "unknown capability neither refused nor warned about:\n{out}\nlog: {}", rt.log());
+    assert!(
+        msg.contains("CAP_NOT_A_THING"),
+        "unknown capability neither refused nor warned about:\n{out}\nlog: {}",
+        rt.log()
+    );
     if !out.ok() {
         out.assert_fail();
         let left = rt.leftovers(&id);
@@ -133,7 +168,9 @@ fn unknown_capability_is_named() {
 
 #[test]
 fn unknown_rlimit() {
-    let Some(rt) = runtime_for("er-rlimit") else { return };
+    let Some(rt) = runtime_for("er-rlimit") else {
+        return;
+    };
     let mut b = Bundle::new();
     b.rlimit("RLIMIT_BOGUS", 1, 1);
     expect_rejected(&rt, &b, &["RLIMIT_BOGUS"]);
@@ -141,16 +178,25 @@ fn unknown_rlimit() {
 
 #[test]
 fn mappings_without_user_namespace() {
-    let Some(rt) = runtime_for("er-map") else { return };
+    let Some(rt) = runtime_for("er-map") else {
+        return;
+    };
     let mut b = Bundle::new();
-    strict_only!(rt, [Kind::Runc, Kind::Crun], "mappings are ignored without a user namespace");
-    b.uid_mapping(0, 100000, 65536).gid_mapping(0, 100000, 65536);
+    strict_only!(
+        rt,
+        [Kind::Runc, Kind::Crun],
+        "mappings are ignored without a user namespace"
+    );
+    b.uid_mapping(0, 100000, 65536)
+        .gid_mapping(0, 100000, 65536);
     expect_rejected(&rt, &b, &["user"]);
 }
 
 #[test]
 fn root_outside_bundle_via_relative_path() {
-    let Some(rt) = runtime_for("er-rootrel") else { return };
+    let Some(rt) = runtime_for("er-rootrel") else {
+        return;
+    };
     if !rt.is_corral() {
         skip!("runc and crun accept a relative root that leaves the bundle; the issue asks corral to refuse it");
     }
@@ -161,15 +207,20 @@ fn root_outside_bundle_via_relative_path() {
 
 #[test]
 fn mount_failure_inside_init_is_reported() {
-    let Some(rt) = runtime_for("er-mountfail") else { return };
+    let Some(rt) = runtime_for("er-mountfail") else {
+        return;
+    };
     let mut b = Bundle::new();
-    b.args(&["true"]).mount(json!({"destination": "/failing-mount", "type": "nosuchfs", "source": "none"}));
+    b.args(&["true"])
+        .mount(json!({"destination": "/failing-mount", "type": "nosuchfs", "source": "none"}));
     expect_rejected(&rt, &b, &["/failing-mount"]);
 }
 
 #[test]
 fn missing_executable() {
-    let Some(rt) = runtime_for("er-noexe") else { return };
+    let Some(rt) = runtime_for("er-noexe") else {
+        return;
+    };
     let mut b = Bundle::new();
     b.args(&["/no/such/program"]);
     let id = rt.id();
@@ -182,7 +233,10 @@ fn missing_executable() {
         !failed.ok() || rt.status(&id).as_deref() == Some("stopped"),
         "a missing executable neither failed create/start nor stopped the container:\n{failed}"
     );
-    assert!(msg.contains("/no/such/program"), "error does not name the program:\n{msg}");
+    assert!(
+        msg.contains("/no/such/program"),
+        "error does not name the program:\n{msg}"
+    );
     let _ = rt.delete_force(&id);
     let left = rt.leftovers(&id);
     assert!(left.is_empty(), "{left:?}");
@@ -190,7 +244,9 @@ fn missing_executable() {
 
 #[test]
 fn hostile_container_ids() {
-    let Some(rt) = runtime_for("er-ids") else { return };
+    let Some(rt) = runtime_for("er-ids") else {
+        return;
+    };
     let b = Bundle::new();
     let escape = rt.root().parent().expect("parent").join("escaped-id");
     for bad in ["../escaped-id", "a/b", "", "..", "."] {
@@ -198,13 +254,19 @@ fn hostile_container_ids() {
         let bp = b.path().to_string_lossy().into_owned();
         let out = rt.cmd(&["create", "--bundle", &bp, bad]);
         assert!(!out.ok() && !out.timed_out, "id {bad:?} accepted:\n{out}");
-        assert!(!escape.exists(), "id {bad:?} created state outside --root: {}", escape.display());
+        assert!(
+            !escape.exists(),
+            "id {bad:?} created state outside --root: {}",
+            escape.display()
+        );
     }
 }
 
 #[test]
 fn mount_destination_cannot_escape_rootfs() {
-    let Some(rt) = runtime_for("er-mntesc") else { return };
+    let Some(rt) = runtime_for("er-mntesc") else {
+        return;
+    };
     let mut b = Bundle::new();
     let tag = format!("corral-test-escape-{}", std::process::id());
     // Naively joined, "/../../<tag>" lands next to the bundle; a symlink in the
@@ -218,9 +280,15 @@ fn mount_destination_cannot_escape_rootfs() {
     let id = rt.id();
     let out = rt.run(&id, &b);
     let _ = rt.delete_force(&id);
-    let escaped: Vec<&Path> = [outside.as_path(), host_target.as_path()].into_iter().filter(|p| p.exists()).collect();
+    let escaped: Vec<&Path> = [outside.as_path(), host_target.as_path()]
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect();
     for p in &escaped {
         let _ = std::fs::remove_dir_all(p);
     }
-    assert!(escaped.is_empty(), "mount destinations escaped the rootfs to {escaped:?}:\n{out}");
+    assert!(
+        escaped.is_empty(),
+        "mount destinations escaped the rootfs to {escaped:?}:\n{out}"
+    );
 }
