@@ -370,7 +370,12 @@ impl Bundle {
     }
 
     pub fn annotation(&mut self, k: &str, v: &str) -> &mut Self {
-        self.set(&format!("/annotations/{k}"), json!(v))
+        // Keys may contain '/', so no JSON pointer here.
+        if !self.config["annotations"].is_object() {
+            self.config["annotations"] = json!({});
+        }
+        self.config["annotations"][k] = json!(v);
+        self
     }
 
     /// Write a file into the rootfs (path relative to the rootfs root).

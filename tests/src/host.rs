@@ -231,6 +231,19 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Mount points of this mount namespace at or under `dir` (e.g. a bundle).
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let Ok(canon) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    parse_mountinfo(&mi)
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|p| Path::new(p).starts_with(&canon))
+        .collect()
+}
+
 /// Unmount (lazily, deepest first) every mount of this mount namespace under `dir`,
 /// so that removing a test directory never walks into a mount left by a runtime.
 pub fn unmount_under(dir: &Path) {

@@ -32,6 +32,11 @@ fn expect_rejected(rt: &Runtime, b: &Bundle, needles: &[&str]) {
     }
     let left = rt.leftovers(&id);
     assert!(left.is_empty(), "failed create left: {left:?}");
+    let mounts = corral_tests::host::mounts_under(b.path());
+    assert!(
+        mounts.is_empty(),
+        "failed create left mounts on the host: {mounts:?}"
+    );
 }
 
 /// Skip (with the reason) on peers known to accept this input; corral must not.

@@ -210,6 +210,11 @@ fn failing_hook_leaves_nothing(rt: &Runtime, kind: &str) {
     }
     let left = rt.leftovers(&id);
     assert!(left.is_empty(), "failed {kind} hook left: {left:?}");
+    let mounts = corral_tests::host::mounts_under(b.path());
+    assert!(
+        mounts.is_empty(),
+        "failed {kind} hook left mounts on the host: {mounts:?}"
+    );
 }
 
 #[test]

@@ -78,6 +78,45 @@ fn create_start_state_and_delete() {
 }
 
 #[test]
+fn state_carries_annotations() {
+    let Some(rt) = runtime_for("lc-annot") else {
+        return;
+    };
+    let mut b = Bundle::new();
+    b.args(&["sleep", "120"])
+        .annotation("org.corral.test", "value-1")
+        .annotation("io.example/other", "x y");
+    let id = rt.id();
+    rt.create(&id, &b).assert_ok();
+    let st = rt.state_json(&id);
+    assert_eq!(st["annotations"]["org.corral.test"], "value-1", "{st}");
+    assert_eq!(st["annotations"]["io.example/other"], "x y", "{st}");
+}
+
+#[test]
+fn kill_a_created_container() {
+    // Engines kill containers that were created but never started.
+    let Some(rt) = runtime_for("lc-killcreated") else {
+        return;
+    };
+    let mut b = Bundle::new();
+    b.args(&["sleep", "120"]);
+    let id = rt.id();
+    rt.create(&id, &b).assert_ok();
+    let pid = rt.state_json(&id)["pid"].as_i64().unwrap_or(0) as i32;
+    rt.kill(&id, "KILL").assert_ok();
+    assert!(
+        rt.wait_status(&id, "stopped", T),
+        "created container not stopped by kill KILL: {:?}",
+        rt.status(&id)
+    );
+    assert!(wait_until(T, || !pid_alive(pid)), "init {pid} survived");
+    rt.delete(&id).assert_ok();
+    let left = rt.leftovers(&id);
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
 fn stopped_after_process_exits() {
     let Some(rt) = runtime_for("lc-exit") else {
         return;
