@@ -247,7 +247,10 @@ pub fn apply(c: &LinuxCapabilities) -> Result<(), CapsError> {
         permitted: mask(c.permitted(), last),
         inheritable: mask(c.inheritable(), last),
     };
-    let ambient = mask(c.ambient(), last);
+    // The kernel only lets a capability be ambient when it is permitted and
+    // inheritable; runc and crun skip the others rather than fail, and
+    // `runc spec` writes exactly such a config, so do the same.
+    let ambient = mask(c.ambient(), last) & want.permitted & want.inheritable;
     check_sets(want, ambient, capget()?, bounding_mask(last)?)?;
     capset(want)?;
     set_ambient(ambient)

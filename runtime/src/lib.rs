@@ -25,6 +25,7 @@ pub mod namespaces;
 pub mod rlimits;
 pub mod rootfs;
 pub mod seccomp;
+pub mod signals;
 pub mod spec;
 pub mod state;
 pub mod sync;
