@@ -166,6 +166,6 @@ mod tests {
     fn own_start_time_is_readable() {
         let me = std::process::id() as i32;
         assert!(process_start_time(me).is_some());
-        assert_eq!(process_state(me), Some('R'));
+        assert!(process_state(me).is_some_and(|s| s != 'Z'));
     }
 }
