@@ -1206,6 +1206,21 @@ impl ContainerCgroup {
     /// deny all, then the spec's rules, then the runtime's default devices),
     /// move `pid` in. On failure, remove the directories this call created.
     pub fn create(path: &str, resources: Option<&LinuxResources>, pid: i32) -> Result<Self> {
+        let mut cg = Self::create_empty(path, resources)?;
+        if let Err(e) = cg.add_pid(pid) {
+            cg.move_out(pid, cg.dirs.len());
+            let _ = cg.destroy();
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    /// Make the cgroup and apply its limits, with no process in it yet.
+    /// `create` splits into this and `add_pid` so the runtime can let the
+    /// container init work while the (slow: an RCU grace period on the
+    /// first migration) `cgroup.procs` write runs. On failure, nothing made
+    /// here is left behind.
+    pub fn create_empty(path: &str, resources: Option<&LinuxResources>) -> Result<Self> {
         check_resolved(path)?;
         if let Some(r) = resources {
             validate(r)?;
@@ -1216,19 +1231,10 @@ impl ContainerCgroup {
             dirs: dirs_for(path)?,
         };
         let mut made = Vec::new();
-        let mut joined = 0;
         let res = cg
             .make_dirs(&mut made)
-            .and_then(|()| cg.apply(resources.unwrap_or(&LinuxResources::default()), true))
-            .and_then(|()| {
-                for (_, dir) in &cg.dirs {
-                    write_file(dir, "cgroup.procs", &pid.to_string())?;
-                    joined += 1;
-                }
-                Ok(())
-            });
+            .and_then(|()| cg.apply(resources.unwrap_or(&LinuxResources::default()), true));
         if let Err(e) = res {
-            cg.move_out(pid, joined);
             for d in made.iter().rev() {
                 let _ = fs::remove_dir(d);
             }

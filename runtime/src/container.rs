@@ -113,10 +113,29 @@ impl Runtime {
         if plan.new_user() {
             write_id_maps(pid, &linux)?;
         }
-        let cgroup = ContainerCgroup::create(&cgroup_path, linux.resources().as_ref(), pid)?;
-        undo.cgroup = Some(cgroup);
+        undo.cgroup = Some(ContainerCgroup::create_empty(
+            &cgroup_path,
+            linux.resources().as_ref(),
+        )?);
+        // First go-ahead: ids are mapped and the cgroup exists; init builds
+        // its rootfs while we move it into the cgroup (the first cgroup
+        // migration waits for an RCU grace period, ~10 ms on v1).
         parent.send(&Msg::Pid(pid))?;
+        if let Some(cg) = undo.cgroup.as_mut() {
+            if let Err(e) = cg.add_pid(pid) {
+                // Init may have failed meanwhile (then the join fails with
+                // ESRCH): its own report names the real cause.
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                return Err(match parent.recv() {
+                    Ok(Some(Msg::Fail(m))) => Error::Init(m),
+                    _ => Error::Cgroup(e),
+                });
+            }
+        }
+        // EPIPE here means init already failed; its report is waiting.
+        let go = parent.send(&Msg::Go);
         self.await_ready(&parent, entry, bundle, pid)?;
+        go?;
         let record = Record {
             id: entry.id.clone(),
             pid,

@@ -76,16 +76,24 @@ fn setup_and_exec(a: &InitArgs, ready: &mut bool) -> Result<Infallible> {
     if a.plan.in_user_ns() {
         become_root_in_userns()?;
     }
-    if a.plan.unshare_cgroup {
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).step(|| "unshare cgroup namespace")?;
-    }
     if a.new_keyring {
         join_keyring(a.id)?;
     }
     set_names(spec, a.plan)?;
+    // A cgroup2 mount in a new cgroup namespace must see the container's
+    // cgroup as root: then the rootfs waits for the cgroup join. Otherwise
+    // it is built while the parent moves us into the cgroup.
+    let v2_cgroupns =
+        a.plan.unshare_cgroup && crate::cgroups::version() == crate::cgroups::CgroupVersion::V2;
+    if v2_cgroupns {
+        enter_cgroup(a)?;
+    }
     let ctx = rootfs_context(a)?;
     rootfs::prepare(spec, &ctx)?;
     create_cwd(&a.bundle.rootfs, process.cwd())?;
+    if !v2_cgroupns {
+        enter_cgroup(a)?;
+    }
     run_creation_hooks(a, host_pid)?;
     let fifo = open_owned(a.fifo, OFlag::O_PATH | OFlag::O_CLOEXEC)
         .step(|| format!("open exec fifo {}", a.fifo.display()))?;
@@ -209,6 +217,17 @@ fn no_capabilities() -> LinuxCapabilities {
         .set_permitted(Some(none.clone()))
         .set_ambient(Some(none));
     c
+}
+
+/// Wait until the parent put us in the container cgroup, then make that
+/// cgroup the root of a new cgroup namespace if asked.
+fn enter_cgroup(a: &InitArgs) -> Result<()> {
+    a.chan
+        .expect(&Msg::Go, "the runtime moved init into its cgroup")?;
+    if a.plan.unshare_cgroup {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).step(|| "unshare cgroup namespace")?;
+    }
+    Ok(())
 }
 
 /// In a user namespace the clone child starts as the overflow uid; once the
