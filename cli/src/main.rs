@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("corral: under construction");
+    std::process::exit(2);
+}

@@ -1,0 +1,1 @@
+//! Container networking on one host: see ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+//! The per-container supervisor: see ARCHITECTURE.md.
