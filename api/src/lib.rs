@@ -1,0 +1,1 @@
+//! Kubernetes-shaped API objects: see ARCHITECTURE.md.
