@@ -1,1 +1,11 @@
 //! OCI images: see ARCHITECTURE.md.
+
+pub mod digest;
+pub mod error;
+pub mod reference;
+pub mod store;
+
+pub use digest::Digest;
+pub use error::Error;
+pub use reference::Reference;
+pub use store::{ImageRecord, LayerRef, Store};
