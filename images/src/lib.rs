@@ -4,8 +4,10 @@ pub mod digest;
 pub mod error;
 pub mod reference;
 pub mod store;
+pub mod unpack;
 
 pub use digest::Digest;
 pub use error::Error;
 pub use reference::Reference;
 pub use store::{ImageRecord, LayerRef, Store};
+pub use unpack::{unpack_layer, Limits};
