@@ -1,1 +1,28 @@
-//! The per-container supervisor: see ARCHITECTURE.md.
+//! corral-shim: the per-container supervisor (like conmon or containerd's
+//! shim). One shim process per running container owns the container's
+//! stdio, writes it to a CRI-format log, reaps the container's init and
+//! records how it ended, so whoever started the container (`corral run`,
+//! the agent) can exit, crash or be upgraded without losing anything.
+//!
+//! The binary is exec'd by its caller with [`ShimArgs`] (see [`args::USAGE`]
+//! for the command line). It creates and starts the container through the
+//! `corral_runtime` library in-process, reports success or the runtime's
+//! error on `--sync-fd` ([`sync::Report`]), then runs a single-threaded
+//! poll loop until the container is gone, writes the [`ExitRecord`]
+//! atomically and deletes the runtime's state. Callers use the library
+//! half for the same types: building the argv, reading the report, the
+//! exit record and the log.
+
+pub mod args;
+pub mod cri;
+pub mod error;
+pub mod exit;
+mod supervise;
+pub mod sync;
+pub mod term;
+
+pub use args::{Parsed, ShimArgs};
+pub use error::{Error, Result};
+pub use exit::ExitRecord;
+pub use supervise::run;
+pub use sync::Report;

@@ -1,4 +1,33 @@
-fn main() {
-    eprintln!("corral-shim: under construction");
-    std::process::exit(2);
+//! `corral-shim`: see the library documentation and `corral-shim --help`.
+
+use std::process::ExitCode;
+
+use corral_shim::{args::USAGE, Parsed, ShimArgs};
+
+/// The shim's own failure (bad flags, create/start failed): like podman's 125.
+const SHIM_FAILED: u8 = 125;
+
+fn main() -> ExitCode {
+    let args = match ShimArgs::parse(std::env::args_os().skip(1)) {
+        Ok(Parsed::Run(a)) => a,
+        Ok(Parsed::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            println!("corral-shim {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("corral-shim: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match corral_shim::run(&args) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("corral-shim: container {}: {e}", args.id);
+            ExitCode::from(SHIM_FAILED)
+        }
+    }
 }
