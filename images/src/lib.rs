@@ -2,12 +2,14 @@
 
 pub mod digest;
 pub mod error;
+pub mod layers;
 pub mod reference;
 pub mod store;
 pub mod unpack;
 
 pub use digest::Digest;
 pub use error::Error;
+pub use layers::unpack_layers;
 pub use reference::Reference;
 pub use store::{ImageRecord, LayerRef, Store};
 pub use unpack::{unpack_layer, Limits};
