@@ -4,6 +4,7 @@ pub mod digest;
 pub mod error;
 pub mod layers;
 pub mod reference;
+pub mod snapshot;
 pub mod store;
 pub mod unpack;
 
@@ -11,5 +12,6 @@ pub use digest::Digest;
 pub use error::Error;
 pub use layers::unpack_layers;
 pub use reference::Reference;
+pub use snapshot::Snapshot;
 pub use store::{ImageRecord, LayerRef, Store};
 pub use unpack::{unpack_layer, Limits};
