@@ -115,7 +115,7 @@ impl Socket {
     }
 
     /// Creates a veth pair, the host end up and enslaved to `master`, the peer
-    /// created directly inside the namespace `netns` under `peer` and up.
+    /// created directly inside the namespace `netns` under `peer`, still down.
     pub fn create_veth(&mut self, host: &str, master: u32, peer: &str, netns: RawFd) -> Result<()> {
         let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
         m.ifinfo(0, IFF_UP, IFF_UP);
@@ -125,7 +125,7 @@ impl Socket {
         m.attr(IFLA_INFO_KIND, b"veth");
         let data = m.nest(IFLA_INFO_DATA);
         let p = m.nest(VETH_INFO_PEER);
-        m.ifinfo(0, IFF_UP, IFF_UP);
+        m.ifinfo(0, 0, 0);
         m.attr_str(IFLA_IFNAME, peer);
         m.attr(IFLA_NET_NS_FD, &(netns as u32).to_ne_bytes());
         m.end(p);

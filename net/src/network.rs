@@ -287,6 +287,8 @@ fn configure_inside(ip: Ipv4Addr, prefix: u8, gw: Ipv4Addr, brd: Ipv4Addr) -> Re
         errno: Errno::ENODEV,
     })?;
     nl.add_address(eth.index, ip, prefix, brd)?;
+    // Up only now: the kernel refuses to create the peer up (ENOTCONN on 6.x).
+    nl.set_up(CONTAINER_IFNAME)?;
     nl.add_default_route(gw, eth.index)
 }
 

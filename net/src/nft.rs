@@ -9,8 +9,10 @@
 //! - `postrouting` (nat): masquerade for the network leaving by another interface,
 //!   and for DNATed traffic coming from the host's loopback or from the network
 //!   itself (hairpin), whose replies would otherwise not come back through us;
-//! - `forward` (filter, policy accept): accepts the bridge's traffic, so that a
-//!   stricter forward chain elsewhere in the same hook is documented by our intent.
+//! - `forward` (filter, policy accept): accepts the bridge's traffic and what is
+//!   DNATed to it. An accept here cannot overrule a drop in another table's forward
+//!   chain (every base chain of a hook must accept); it keeps the rules complete
+//!   should the policy ever become drop.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
