@@ -3,7 +3,9 @@
 pub mod digest;
 pub mod error;
 pub mod layers;
+mod progress;
 pub mod reference;
+pub mod registry;
 pub mod snapshot;
 pub mod store;
 pub mod unpack;
@@ -12,6 +14,7 @@ pub use digest::Digest;
 pub use error::Error;
 pub use layers::unpack_layers;
 pub use reference::Reference;
+pub use registry::{pull, Platform, PullOptions};
 pub use snapshot::Snapshot;
 pub use store::{ImageRecord, LayerRef, Store};
 pub use unpack::{unpack_layer, Limits};
