@@ -1,1 +1,18 @@
-//! Kubernetes-shaped API objects: see ARCHITECTURE.md.
+//! Kubernetes-shaped API objects shared by the agent, the master and the CLI.
+//!
+//! Types carry the same JSON field names and shapes as Kubernetes (camelCase,
+//! empty fields omitted), so manifests written for Kubernetes parse unchanged,
+//! and unknown fields are rejected with the path of the field. See
+//! ARCHITECTURE.md for where each crate uses them.
+
+pub mod intstr;
+pub mod meta;
+pub mod quantity;
+mod skip;
+pub mod time;
+pub mod validation;
+
+pub use intstr::IntOrString;
+pub use meta::{LabelSelector, ListMeta, ObjectMeta, OwnerReference, Status, TypeMeta};
+pub use quantity::Quantity;
+pub use time::{MicroTime, Time};
