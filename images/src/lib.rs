@@ -1,5 +1,6 @@
 //! OCI images: see ARCHITECTURE.md.
 
+pub mod config;
 pub mod digest;
 pub mod error;
 pub mod layers;
@@ -10,6 +11,7 @@ pub mod snapshot;
 pub mod store;
 pub mod unpack;
 
+pub use config::{runtime_spec, BindMount, NetNs, RunConfig};
 pub use digest::Digest;
 pub use error::Error;
 pub use layers::unpack_layers;
