@@ -9,6 +9,11 @@
 //! - `postrouting` (nat): masquerade for the network leaving by another interface,
 //!   and for DNATed traffic coming from the host's loopback or from the network
 //!   itself (hairpin), whose replies would otherwise not come back through us;
+//! - `input` (filter): drops new connections to 127.0.0.0/8 arriving on the
+//!   bridge. `route_localnet` (needed for loopback publishing) would otherwise let
+//!   a container reach the host's loopback-only services through the gateway
+//!   (the hole kube-proxy closed for CVE-2020-8558); replies to our own DNATed
+//!   loopback connections are established and pass;
 //! - `forward` (filter, policy accept): accepts the bridge's traffic and what is
 //!   DNATed to it. An accept here cannot overrule a drop in another table's forward
 //!   chain (every base chain of a hook must accept); it keeps the rules complete
@@ -32,7 +37,7 @@ pub fn table_name(bridge: &str) -> String {
 pub fn base_ruleset(table: &str, bridge: &str, cidr: Ipv4Cidr) -> String {
     let t = format!("ip {table}");
     let mut s = declare(&t);
-    for chain in ["prerouting", "output", "postrouting", "forward"] {
+    for chain in ["prerouting", "output", "postrouting", "input", "forward"] {
         s += &format!("flush chain {t} {chain}\n");
     }
     let lookup = "fib daddr type local meta l4proto . th dport vmap @published";
@@ -44,6 +49,9 @@ pub fn base_ruleset(table: &str, bridge: &str, cidr: Ipv4Cidr) -> String {
             "add rule {t} postrouting oifname \"{bridge}\" ct status dnat ip saddr {src} masquerade\n"
         );
     }
+    s += &format!(
+        "add rule {t} input iifname \"{bridge}\" ip daddr 127.0.0.0/8 ct state new,invalid drop\n"
+    );
     s += &format!("add rule {t} forward iifname \"{bridge}\" accept\n");
     s +=
         &format!("add rule {t} forward oifname \"{bridge}\" ct state established,related accept\n");
@@ -57,6 +65,7 @@ fn declare(t: &str) -> String {
         ("prerouting", "type nat hook prerouting priority dstnat"),
         ("output", "type nat hook output priority -100"),
         ("postrouting", "type nat hook postrouting priority srcnat"),
+        ("input", "type filter hook input priority filter"),
         ("forward", "type filter hook forward priority filter"),
     ] {
         s += &format!("add chain {t} {chain} {{ {hook}; policy accept; }}\n");
@@ -171,6 +180,8 @@ mod tests {
             "add rule ip corral-br0 postrouting ip saddr 10.9.0.0/16 oifname != \"br0\" masquerade",
             "add rule ip corral-br0 postrouting oifname \"br0\" ct status dnat ip saddr 127.0.0.0/8 masquerade",
             "add rule ip corral-br0 forward iifname \"br0\" accept",
+            "add rule ip corral-br0 input iifname \"br0\" ip daddr 127.0.0.0/8 ct state new,invalid drop",
+            "flush chain ip corral-br0 input",
         ] {
             assert!(s.lines().any(|l| l == line), "missing {line:?} in\n{s}");
         }

@@ -183,6 +183,19 @@ fn detach_removes_veth_rules_and_lease() {
         .to_string();
     assert!(err.contains("40312/tcp") && err.contains("kept"), "{err}");
     assert!(!net.attachments().unwrap().iter().any(|(o, _)| o == "thief"));
+
+    // A failed attach (no such namespace) names the path and leaves nothing behind.
+    let missing = Path::new("/nonexistent/corral-netns");
+    let err = net.attach("lost", missing, &[]).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/corral-netns"), "{err}");
+    assert!(!net.attachments().unwrap().iter().any(|(o, _)| o == "lost"));
+
+    // Detach still works when the rules are already gone (e.g. a flushed ruleset).
+    let (ok, out) = corral_tests::host::sh(&format!("nft delete table ip {}", net.table()));
+    assert!(ok, "{out}");
+    net.detach("kept").expect("detach without a table");
+    assert!(!host_link_exists(&kept.veth_host));
+    assert!(net.attachments().unwrap().is_empty());
 }
 
 #[test]
@@ -256,4 +269,77 @@ fn netns_files_come_and_go() {
     assert!(!path.exists());
     let _ = nix::mount::umount2(&dir.path().join("ns"), nix::mount::MntFlags::MNT_DETACH);
     assert!(!Path::new(&path).exists());
+}
+
+/// `route_localnet` on the bridge must not open the host's loopback services to a
+/// namespace that routes 127.0.0.0/8 to the gateway (CVE-2020-8558): a datagram
+/// needs no answer, so one reaching a loopback-only socket is the exploit.
+#[test]
+fn host_loopback_is_closed_to_the_bridge() {
+    if !usable("host_loopback_is_closed_to_the_bridge") {
+        return;
+    }
+    let mut t = TestNet::new(5).expect("test network");
+    let b = t.netns("b").unwrap();
+    let net = t.network();
+    net.attach("attacker", &b, &[]).expect("attach");
+    let host_only = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    host_only
+        .set_read_timeout(Some(std::time::Duration::from_millis(800)))
+        .unwrap();
+    let port = host_only.local_addr().unwrap().port();
+    let gw = net.gateway().to_string();
+    for cmd in [
+        &[
+            "ip",
+            "route",
+            "del",
+            "local",
+            "127.0.0.1",
+            "dev",
+            "lo",
+            "table",
+            "local",
+        ][..],
+        &[
+            "ip",
+            "route",
+            "del",
+            "local",
+            "127.0.0.0/8",
+            "dev",
+            "lo",
+            "table",
+            "local",
+        ],
+        &[
+            "ip",
+            "route",
+            "add",
+            "127.0.0.0/8",
+            "via",
+            &gw,
+            "dev",
+            "eth0",
+        ],
+        &["sysctl", "-w", "net.ipv4.conf.eth0.route_localnet=1"],
+    ] {
+        let (ok, out) = ns_exec(&b, cmd);
+        assert!(ok, "{cmd:?}: {out}");
+    }
+    let sent = corral_net::in_netns(&b, || -> std::io::Result<()> {
+        let sock = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        for _ in 0..3 {
+            sock.send_to(b"intrusion", addr(Ipv4Addr::LOCALHOST, port))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    sent.expect("the namespace sends towards 127.0.0.1 via the gateway");
+    let mut buf = [0u8; 64];
+    let got = host_only.recv_from(&mut buf);
+    assert!(
+        got.is_err(),
+        "a namespace on the bridge reached the host's 127.0.0.1:{port}: {got:?}"
+    );
 }
