@@ -3,6 +3,8 @@
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod gc;
+pub mod import;
 pub mod layers;
 mod progress;
 pub mod reference;
@@ -14,6 +16,8 @@ pub mod unpack;
 pub use config::{runtime_spec, BindMount, NetNs, RunConfig};
 pub use digest::Digest;
 pub use error::Error;
+pub use gc::{prune, remove_image, PruneReport};
+pub use import::import;
 pub use layers::unpack_layers;
 pub use reference::Reference;
 pub use registry::{pull, Platform, PullOptions};
