@@ -13,6 +13,7 @@
 pub mod bundle;
 pub mod console;
 pub mod host;
+pub mod layer_fixtures;
 pub mod net;
 pub mod rootfs;
 pub mod runtime;
