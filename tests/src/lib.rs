@@ -15,6 +15,7 @@ pub mod console;
 pub mod host;
 pub mod layer_fixtures;
 pub mod net;
+pub mod registry;
 pub mod rootfs;
 pub mod runtime;
 
