@@ -129,6 +129,7 @@ pub fn unpack_layer(
         root,
         limits: limits.clone(),
         entries: 0,
+        file_bytes: 0,
         dirs: BTreeMap::new(),
         cache: None,
     };
@@ -188,6 +189,8 @@ struct Unpacker {
     root: OwnedFd,
     limits: Limits,
     entries: u64,
+    /// Sum of the entries' file sizes so far.
+    file_bytes: u64,
     /// Directory metadata applied at the end, children before parents, so
     /// creating content does not change a directory's mtime afterwards.
     dirs: BTreeMap<Vec<OsString>, Meta>,
@@ -233,11 +236,14 @@ impl Unpacker {
         if matches!(kind, EntryType::XGlobalHeader) {
             return Ok(());
         }
-        if entry.size() > self.limits.max_bytes {
+        // File sizes add up separately from the stream: a sparse entry expands
+        // to far more than the archive bytes it occupies.
+        self.file_bytes = self.file_bytes.saturating_add(entry.size());
+        if self.file_bytes > self.limits.max_bytes {
             return Err(reject(
                 &name,
                 format!(
-                    "{} bytes: {OVER_LIMIT} of {} bytes (Limits.max_bytes)",
+                    "{} bytes: files add up to more than the size limit of {} bytes (Limits.max_bytes)",
                     entry.size(),
                     self.limits.max_bytes
                 ),
@@ -1095,6 +1101,38 @@ pub(crate) mod tests {
             &TarBuf::new().file(".wh..", b"").finish(),
             ".wh..",
             "whiteout",
+        );
+    }
+
+    #[test]
+    fn sparse_files_count_their_expanded_size() {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..6].copy_from_slice(b"sparse");
+        h.set_entry_type(EntryType::GNUSparse);
+        h.set_mode(0o644);
+        h.set_size(512);
+        let gnu = h.as_gnu_mut().expect("gnu header");
+        gnu.set_real_size(1 << 30);
+        gnu.sparse[0].set_offset((1 << 30) - 512);
+        gnu.sparse[0].set_length(512);
+        h.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &[1u8; 512][..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        assert!(tar.len() < 4096, "a small archive");
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_entries: 10,
+        };
+        let (dir, res) = unpack(&tar, &limits);
+        let err = res.unwrap_err().to_string();
+        assert!(
+            err.contains("\"sparse\"") && err.contains("Limits.max_bytes"),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join("sparse").exists(),
+            "rejected before writing"
         );
     }
 
