@@ -125,6 +125,150 @@ pub fn copy_winsize(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
     unsafe { libc::ioctl(to.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
 }
 
+/// Rows and columns of terminal `fd`, None when it is not a terminal.
+pub fn winsize(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize struct that lives across the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } != 0 {
+        return None;
+    }
+    Some((ws.ws_row, ws.ws_col))
+}
+
+/// Attach our terminal to process `pid` (our child) whose terminal is the
+/// pty `master`, as `corral exec -it` does: the master's output to our
+/// stdout, with `stdin` our keystrokes (raw mode) to the master, window
+/// size changes passed on, and INT/TERM/HUP/QUIT forwarded. Returns the
+/// process's exit code (128 + signal when killed).
+pub fn proxy(master: OwnedFd, pid: nix::unistd::Pid, stdin: bool) -> Result<i32> {
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGWINCH,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        set.add(s);
+    }
+    set.thread_block().step(|| "block signals")?;
+    let sfd = nix::sys::signalfd::SignalFd::with_flags(
+        &set,
+        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+    )
+    .step(|| "signalfd")?;
+    let our_in = std::io::stdin();
+    let our_in = our_in.as_fd();
+    copy_winsize(our_in, master.as_fd());
+    let _raw = if stdin { RawMode::enter(our_in)? } else { None };
+    let mut status = None;
+    let mut input_open = stdin;
+    let mut output_open = true;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        if let Some(code) = status {
+            if !output_open {
+                return Ok(code);
+            }
+        }
+        let mut fds = [
+            pollfd(sfd.as_raw_fd(), libc::POLLIN),
+            pollfd(
+                if output_open { master.as_raw_fd() } else { -1 },
+                libc::POLLIN,
+            ),
+            pollfd(
+                if input_open { our_in.as_raw_fd() } else { -1 },
+                libc::POLLIN,
+            ),
+        ];
+        // After the process ended, read what the pty still holds, briefly.
+        let timeout = if status.is_some() { 100 } else { -1 };
+        if poll(&mut fds, timeout)? == 0 && status.is_some() {
+            output_open = false;
+            continue;
+        }
+        if fds[0].revents != 0 {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) => {}
+                    Ok(Signal::SIGWINCH) => copy_winsize(our_in, master.as_fd()),
+                    Ok(sig) if status.is_none() => {
+                        let _ = nix::sys::signal::kill(pid, sig);
+                    }
+                    _ => {}
+                }
+            }
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, c)) => status = Some(c),
+                Ok(WaitStatus::Signaled(_, s, _)) => status = Some(128 + s as i32),
+                _ => {}
+            }
+        }
+        if fds[1].revents != 0 {
+            match nix::unistd::read(master.as_raw_fd(), &mut buf) {
+                Ok(0) | Err(nix::errno::Errno::EIO) => output_open = false,
+                Ok(n) => write_all(std::io::stdout().as_fd(), &buf[..n])?,
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e).step(|| "read the terminal of the process"),
+            }
+        }
+        if fds[2].revents != 0 {
+            match nix::unistd::read(our_in.as_raw_fd(), &mut buf) {
+                Ok(0) | Err(_) => input_open = false,
+                // The container reads its terminal; a full pty input buffer
+                // blocks us only as long as it does not.
+                Ok(n) => {
+                    if write_all(master.as_fd(), &buf[..n]).is_err() {
+                        input_open = false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize> {
+    loop {
+        // SAFETY: `fds` is a valid, exclusively borrowed pollfd array for the
+        // duration of the call, passed with its length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        match nix::errno::Errno::result(n) {
+            Ok(n) => return Ok(n as usize),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).step(|| "poll"),
+        }
+    }
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<()> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
+            Err(e) => return Err(e).step(|| "write terminal output"),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
