@@ -5,9 +5,11 @@
 //! and unknown fields are rejected with the path of the field. See
 //! ARCHITECTURE.md for where each crate uses them.
 
+pub mod core;
 pub mod intstr;
 pub mod meta;
 pub mod quantity;
+pub mod resource;
 mod skip;
 pub mod time;
 pub mod validation;
@@ -15,4 +17,5 @@ pub mod validation;
 pub use intstr::IntOrString;
 pub use meta::{LabelSelector, ListMeta, ObjectMeta, OwnerReference, Status, TypeMeta};
 pub use quantity::Quantity;
+pub use resource::{Resource, ResourceInfo};
 pub use time::{MicroTime, Time};

@@ -53,7 +53,9 @@ impl fmt::Display for Path {
 /// What is wrong with a field (Kubernetes' field.ErrorType).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorKind {
-    Required,
+    Required {
+        detail: String,
+    },
     Invalid {
         value: Value,
         detail: String,
@@ -71,6 +73,9 @@ pub enum ErrorKind {
     TooLong {
         max: usize,
     },
+    NotFound {
+        value: Value,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,9 +86,15 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn required(path: &Path) -> FieldError {
+        FieldError::required_because(path, "")
+    }
+
+    pub fn required_because(path: &Path, detail: impl Into<String>) -> FieldError {
         FieldError {
             path: path.clone(),
-            kind: ErrorKind::Required,
+            kind: ErrorKind::Required {
+                detail: detail.into(),
+            },
         }
     }
 
@@ -125,22 +136,33 @@ impl FieldError {
         }
     }
 
+    pub fn not_found(path: &Path, value: impl Into<Value>) -> FieldError {
+        FieldError {
+            path: path.clone(),
+            kind: ErrorKind::NotFound {
+                value: value.into(),
+            },
+        }
+    }
+
     /// The `reason` of a Status cause (metav1.CauseType).
     pub fn cause_type(&self) -> &'static str {
         match self.kind {
-            ErrorKind::Required => "FieldValueRequired",
+            ErrorKind::Required { .. } => "FieldValueRequired",
             ErrorKind::Invalid { .. } => "FieldValueInvalid",
             ErrorKind::Duplicate { .. } => "FieldValueDuplicate",
             ErrorKind::NotSupported { .. } => "FieldValueNotSupported",
             ErrorKind::Forbidden { .. } => "FieldValueForbidden",
             ErrorKind::TooLong { .. } => "FieldValueTooLong",
+            ErrorKind::NotFound { .. } => "FieldValueNotFound",
         }
     }
 
     /// The message without the path, as in a Status cause.
     pub fn body(&self) -> String {
         match &self.kind {
-            ErrorKind::Required => "Required value".to_string(),
+            ErrorKind::Required { detail } if detail.is_empty() => "Required value".to_string(),
+            ErrorKind::Required { detail } => format!("Required value: {detail}"),
             ErrorKind::Invalid { value, detail } => {
                 format!("Invalid value: {}: {detail}", show(value))
             }
@@ -157,6 +179,7 @@ impl FieldError {
             ErrorKind::TooLong { max } => {
                 format!("Too long: may not be more than {max} bytes")
             }
+            ErrorKind::NotFound { value } => format!("Not found: {}", show(value)),
         }
     }
 }
@@ -296,6 +319,33 @@ pub fn is_env_var_name(s: &str) -> Vec<String> {
     }
 }
 
+/// An IANA service name, as used for named ports: at most 15 characters of
+/// lowercase letters, digits and single '-', with at least one letter.
+pub fn is_valid_port_name(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 15 {
+        errs.push("must be no more than 15 characters".to_string());
+    }
+    if !s
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    {
+        errs.push(
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string(),
+        );
+    }
+    if s.contains("--") {
+        errs.push("must not contain consecutive hyphens".to_string());
+    }
+    if !s.bytes().any(|c| c.is_ascii_lowercase()) {
+        errs.push("must contain at least one letter (a-z)".to_string());
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        errs.push("must not begin or end with a hyphen".to_string());
+    }
+    errs
+}
+
 pub fn is_valid_port_num(port: i32) -> Vec<String> {
     if (1..=65535).contains(&port) {
         Vec::new()
@@ -402,6 +452,11 @@ mod tests {
         assert!(is_valid_port_num(80).is_empty());
         assert!(!is_valid_port_num(0).is_empty());
         assert!(!is_valid_port_num(65536).is_empty());
+        assert!(is_valid_port_name("http-alt").is_empty());
+        assert!(!is_valid_port_name("8080").is_empty());
+        assert!(!is_valid_port_name("HTTP").is_empty());
+        assert!(!is_valid_port_name("a--b").is_empty());
+        assert!(!is_valid_port_name("averyveryverylongname").is_empty());
     }
 
     #[test]
@@ -428,7 +483,7 @@ mod tests {
             n.to_string(),
             "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"Never\""
         );
-        assert_eq!(join_errors(&[r.clone()]), r.to_string());
+        assert_eq!(join_errors(std::slice::from_ref(&r)), r.to_string());
         assert_eq!(join_errors(&[r.clone(), n.clone()]), format!("[{r}, {n}]"));
         assert_eq!(
             Path::new("metadata").child("labels").key("app").as_str(),
