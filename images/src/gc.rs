@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::digest::Digest;
 use crate::error::Error;
-use crate::layers::{image_chain_ids, layers_dir};
+use crate::layers::{image_chain_ids, layers_dir, remove_stale_unpacks, TMP_GC_PREFIX};
 use crate::reference::Reference;
 use crate::snapshot::Snapshot;
 use crate::store::{ImageRecord, Store};
@@ -104,6 +104,7 @@ pub fn prune(store: &Store) -> Result<PruneReport, Error> {
         chains.extend(snap.chain_ids);
     }
     let mut report = PruneReport::default();
+    remove_stale_unpacks(store)?;
     prune_blobs(store, &blobs, &mut report)?;
     prune_layers(store, &chains, &mut report)?;
     Ok(report)
@@ -166,9 +167,11 @@ fn prune_layers(
         let size = tree_size(&path);
         // Out of layers/ first, so a half-deleted layer is never taken for a
         // complete one.
-        let doomed = store
-            .tmp_dir()
-            .join(format!("gc-{}-{}", std::process::id(), chain.hex()));
+        let doomed = store.tmp_dir().join(format!(
+            "{TMP_GC_PREFIX}{}-{}",
+            std::process::id(),
+            chain.hex()
+        ));
         fs::rename(&path, &doomed).map_err(|e| {
             Error::io(
                 format!("moving {} to {}", path.display(), doomed.display()),

@@ -22,6 +22,8 @@ use crate::store::{ImageRecord, LayerRef, Store};
 use crate::unpack::{unpack_layer, Limits};
 
 const TMP_UNPACK_PREFIX: &str = "unpack-";
+/// Layer directories `prune` moved out of `layers/` to delete them.
+pub(crate) const TMP_GC_PREFIX: &str = "gc-";
 
 /// `root/layers/<chain>/meta.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,9 +247,10 @@ fn in_layer(e: Error, digest: &Digest) -> Error {
     }
 }
 
-/// Removes `tmp/unpack-<pid>-*` directories of processes that no longer exist
-/// (killed mid-unpack); those of live processes are in use.
-fn remove_stale_unpacks(store: &Store) -> Result<(), Error> {
+/// Removes `tmp/unpack-<pid>-*` and `tmp/gc-<pid>-*` directories of processes
+/// that no longer exist (killed mid-unpack or mid-prune); those of live
+/// processes are in use.
+pub(crate) fn remove_stale_unpacks(store: &Store) -> Result<(), Error> {
     let dir = store.tmp_dir();
     let entries =
         fs::read_dir(&dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
@@ -255,7 +258,10 @@ fn remove_stale_unpacks(store: &Store) -> Result<(), Error> {
         let name = entry.file_name();
         let Some(pid) = name
             .to_str()
-            .and_then(|n| n.strip_prefix(TMP_UNPACK_PREFIX))
+            .and_then(|n| {
+                n.strip_prefix(TMP_UNPACK_PREFIX)
+                    .or_else(|| n.strip_prefix(TMP_GC_PREFIX))
+            })
             .and_then(|n| n.split('-').next())
             .and_then(|p| p.parse::<i32>().ok())
         else {
@@ -283,6 +289,32 @@ mod tests {
 
     fn d(s: &str) -> Digest {
         Digest::of_bytes(s.as_bytes())
+    }
+
+    #[test]
+    fn stale_work_dirs_of_dead_processes_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        // Above any pid_max, so no such process.
+        let dead = i32::MAX;
+        let live = std::process::id();
+        let names = [
+            format!("unpack-{dead}-a"),
+            format!("gc-{dead}-b"),
+            format!("unpack-{live}-c"),
+            format!("blob-{dead}-d"),
+            "other".to_string(),
+        ];
+        for n in &names {
+            fs::create_dir_all(store.tmp_dir().join(n).join("diff/x")).unwrap();
+        }
+        remove_stale_unpacks(&store).unwrap();
+        let mut left: Vec<String> = fs::read_dir(store.tmp_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [names[3].clone(), names[4].clone(), names[2].clone()]);
     }
 
     #[test]
