@@ -68,11 +68,12 @@ pub enum Error {
         detail: String,
     },
 
-    #[error("pulling {reference} from {registry}: {what} not found (HTTP 404)")]
+    #[error("pulling {reference} from {registry}: {what} not found (HTTP 404: {detail})")]
     NotFound {
         registry: String,
         reference: String,
         what: String,
+        detail: String,
     },
 
     #[error("pulling {reference}: cannot connect to registry {registry} ({url}): {reason}")]

@@ -283,7 +283,8 @@ impl Client {
             StatusCode::NOT_FOUND => Error::NotFound {
                 registry: self.registry.clone(),
                 reference: self.reference.clone(),
-                what: format!("{what} ({detail})"),
+                what: what.to_string(),
+                detail,
             },
             _ => self.registry_err(what, format!("HTTP {status}: {detail}")),
         })
