@@ -213,11 +213,23 @@ fn unpack_one(store: &Store, job: &Job<'_>, limits: &Limits) -> Result<(), Error
         .map_err(|e| Error::json(format!("encoding {}", meta_path.display()), e))?;
     fs::write(&meta_path, bytes)
         .map_err(|e| Error::io(format!("writing {}", meta_path.display()), e))?;
+    // Once renamed, a layer is trusted without re-checking: its files must be
+    // on disk first. One syncfs costs far less than an fsync per file.
+    let dir = fs::File::open(tmp.path())
+        .map_err(|e| Error::io(format!("opening {}", tmp.path().display()), e))?;
+    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).map_err(|e| {
+        Error::io(
+            format!("layer {digest}: syncfs on {}", tmp.path().display()),
+            e.into(),
+        )
+    })?;
     let dest = layer_dir(store, job.chain);
     match fs::rename(tmp.path(), &dest) {
         Ok(()) => {
             let _ = tmp.keep();
-            Ok(())
+            fs::File::open(layers_dir(store))
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(format!("layer {digest}: fsync of the layers directory"), e))
         }
         // Another process unpacked the same layer first: use its copy, drop ours.
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => Ok(()),
