@@ -76,7 +76,7 @@ pub enum Error {
         detail: String,
     },
 
-    #[error("pulling {reference}: cannot connect to registry {registry} ({url}): {reason}")]
+    #[error("pulling {reference}: cannot connect to registry {registry} at {url}: {reason}")]
     Connect {
         registry: String,
         reference: String,

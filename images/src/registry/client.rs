@@ -89,7 +89,8 @@ impl Client {
         } else {
             &["https"]
         };
-        let mut failures = Vec::new();
+        let mut urls = Vec::new();
+        let mut reasons: Vec<String> = Vec::new();
         for scheme in schemes {
             let url = format!("{scheme}://{host}/v2/");
             match self.http.get(&url).send() {
@@ -97,19 +98,30 @@ impl Client {
                     self.base = format!("{scheme}://{host}");
                     return self.after_ping(resp, &url);
                 }
-                Err(e) => failures.push(format!("{url}: {}", chain(&e))),
+                Err(e) => {
+                    reasons.push(format!("{scheme}: {}", cause(&e)));
+                    urls.push(url);
+                }
             }
+        }
+        let bare: Vec<&str> = reasons
+            .iter()
+            .filter_map(|r| r.split_once(": ").map(|x| x.1))
+            .collect();
+        if bare.windows(2).all(|w| w[0] == w[1]) {
+            reasons = bare
+                .first()
+                .map(|r| vec![r.to_string()])
+                .unwrap_or_default();
+        }
+        if !insecure {
+            reasons.push("for a plain-HTTP registry, use --insecure".into());
         }
         Err(Error::Connect {
             registry: self.registry.clone(),
             reference: self.reference.clone(),
-            url: format!("{host}/v2/"),
-            reason: failures.join("; ")
-                + if insecure {
-                    ""
-                } else {
-                    " (for a plain-HTTP registry, use --insecure)"
-                },
+            url: urls.join(" and "),
+            reason: reasons.join("; "),
         })
     }
 
@@ -314,7 +326,7 @@ impl Client {
                 registry: self.registry.clone(),
                 reference: self.reference.clone(),
                 url: url.to_string(),
-                reason: chain(e),
+                reason: cause(e),
             }
         } else {
             self.registry_err(&format!("GET {url}"), chain(e))
@@ -423,6 +435,15 @@ fn error_detail(resp: Response) -> String {
         "no details".to_string()
     } else {
         text.chars().take(300).collect()
+    }
+}
+
+/// The chain below reqwest's "error sending request for url (...)", whose
+/// URL the caller names already.
+fn cause(e: &reqwest::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(inner) => chain(inner).replace("client error (Connect): ", ""),
+        None => chain(e),
     }
 }
 
