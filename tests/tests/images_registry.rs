@@ -653,3 +653,70 @@ fn pull_selects_the_platform_from_an_index() {
         "{msg}"
     );
 }
+
+#[test]
+fn pull_docker_schema2_manifest_and_manifest_list() {
+    let Some(t) = setup("pull_docker_schema2_manifest_and_manifest_list") else {
+        return;
+    };
+    let reg = Registry::start(Auth::None);
+    reg.push(
+        &t.layout("layered"),
+        "docker",
+        "v2s2",
+        &["--format", "v2s2"],
+    );
+    let img = pull(&t.store, &reference(&reg, "docker:v2s2"), &t.opts(None)).expect("pull v2s2");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&t.store.read_blob(&img.manifest).expect("manifest")).expect("json");
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(img.layers.len(), 3);
+    assert!(
+        img.layers
+            .iter()
+            .all(|l| l.media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+        "{:?}",
+        img.layers
+    );
+    assert_blobs_intact(&t.store, &img);
+
+    let layout = t.work.path().join("multi");
+    multi_arch_layout(&t, &layout);
+    reg.push(&layout, "list", "latest", &["--all", "--format", "v2s2"]);
+    let raw = corral_tests::registry::run(std::process::Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/list:latest", reg.host()),
+    ]));
+    assert!(
+        raw.contains("application/vnd.docker.distribution.manifest.list.v2+json"),
+        "skopeo pushed a Docker manifest list: {raw}"
+    );
+    let arm = PullOptions {
+        platform: "linux/arm64/v8".parse().expect("platform"),
+        ..t.opts(None)
+    };
+    let r = reference(&reg, "list:latest");
+    let arm_img = pull(&t.store, &r, &arm).expect("arm64 from a manifest list");
+    assert_eq!(
+        t.store
+            .config(&arm_img)
+            .expect("config")
+            .architecture()
+            .to_string(),
+        "arm64"
+    );
+    let amd = pull(&t.store, &r, &t.opts(None)).expect("amd64 from a manifest list");
+    assert_eq!(
+        t.store
+            .config(&amd)
+            .expect("config")
+            .architecture()
+            .to_string(),
+        "amd64"
+    );
+}
