@@ -17,6 +17,14 @@ pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
     let cs = Containers::new(g);
     let c = cs.resolve(&a.container)?;
     let rt = cs.runtime()?;
+    let st = cs.status(&c, &rt)?;
+    if st != crate::containers::Status::Running {
+        bail!(
+            "container {} is {}: exec needs it running",
+            a.container,
+            st.word()
+        );
+    }
     let (process, rootfs) = {
         // The record's lock is held while `entry` lives: release it before
         // exec takes it again.

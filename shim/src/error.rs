@@ -24,6 +24,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Create or start failed and the caller was told on the sync fd.
+    #[error("{0}")]
+    Reported(Box<Error>),
+
     /// A file the shim reads (exit record, sync message) is malformed.
     #[error("{what}: {msg}")]
     Format { what: String, msg: String },

@@ -25,6 +25,8 @@ fn main() -> ExitCode {
     };
     match corral_shim::run(&args) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        // The caller has the message already (and prints it its own way).
+        Err(corral_shim::Error::Reported(_)) => ExitCode::from(SHIM_FAILED),
         Err(e) => {
             eprintln!("corral-shim: container {}: {e}", args.id);
             ExitCode::from(SHIM_FAILED)

@@ -21,7 +21,7 @@ use nix::unistd::Pid;
 
 use crate::args::ShimArgs;
 use crate::cri::{LogWriter, Stream};
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 use crate::exit::ExitRecord;
 use crate::sync::Report;
 use crate::term::{ConsoleSocket, RawMode};
@@ -56,21 +56,22 @@ pub fn run(args: &ShimArgs) -> Result<i32> {
     } else {
         detach()?;
     }
-    install_recorders()?;
-    corral_runtime::sys::set_child_subreaper().step(|| "prctl(PR_SET_CHILD_SUBREAPER)")?;
-    let rt = Runtime::new(&args.runtime_root, false)?;
-    let started = match start(&args, &rt) {
-        Ok(s) => s,
+    let begun = setup().and_then(|_| {
+        let rt = Runtime::new(&args.runtime_root, false)?;
+        let started = start(&args, &rt)?;
+        Ok((rt, started))
+    });
+    let (rt, started) = match begun {
+        Ok(x) => x,
         Err(e) => {
-            if let Some(fd) = sync {
-                let _ = crate::sync::send(
-                    fd,
-                    &Report::Failed {
-                        error: e.to_string(),
-                    },
-                );
-            }
-            return Err(e);
+            let Some(fd) = sync else { return Err(e) };
+            let report = Report::Failed {
+                error: e.to_string(),
+            };
+            return Err(match crate::sync::send(fd, &report) {
+                Ok(()) => Error::Reported(Box::new(e)),
+                Err(_) => e,
+            });
         }
     };
     if let Some(fd) = sync {
@@ -84,6 +85,11 @@ pub fn run(args: &ShimArgs) -> Result<i32> {
         }
     }
     finish(&args, &rt, started)
+}
+
+fn setup() -> Result<()> {
+    install_recorders()?;
+    corral_runtime::sys::set_child_subreaper().step(|| "prctl(PR_SET_CHILD_SUBREAPER)")
 }
 
 /// Paths made absolute, so a detached shim can leave the caller's directory.

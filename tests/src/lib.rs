@@ -12,6 +12,7 @@
 
 pub mod bundle;
 pub mod console;
+pub mod corral;
 pub mod host;
 pub mod layer_fixtures;
 pub mod net;
