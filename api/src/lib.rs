@@ -5,8 +5,13 @@
 //! and unknown fields are rejected with the path of the field. See
 //! ARCHITECTURE.md for where each crate uses them.
 
+pub mod apps;
+pub mod coordination;
 pub mod core;
+pub mod decode;
 pub mod intstr;
+pub mod list;
+pub mod manifest;
 pub mod meta;
 pub mod quantity;
 pub mod resource;
@@ -14,7 +19,10 @@ mod skip;
 pub mod time;
 pub mod validation;
 
+pub use decode::DecodeError;
 pub use intstr::IntOrString;
+pub use list::List;
+pub use manifest::{ManifestError, Object};
 pub use meta::{LabelSelector, ListMeta, ObjectMeta, OwnerReference, Status, TypeMeta};
 pub use quantity::Quantity;
 pub use resource::{Resource, ResourceInfo};
