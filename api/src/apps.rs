@@ -504,6 +504,25 @@ mod tests {
     }
 
     #[test]
+    fn null_timestamps_as_kubectl_prints_them() {
+        let d: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "creationTimestamp": "2026-11-26T01:00:00Z"},
+            "spec": {"template": {"metadata": {"creationTimestamp": null, "labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "web", "image": "busybox", "resources": {}}]}}}
+        }))
+        .unwrap();
+        assert!(d.spec.template.metadata.creation_timestamp.is_none());
+        let out = serde_json::to_value(&d).unwrap();
+        assert!(out["spec"]["template"]["metadata"]
+            .get("creationTimestamp")
+            .is_none());
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"][0]["resources"],
+            serde_json::json!({})
+        );
+    }
+
+    #[test]
     fn deployment_defaults() {
         let mut d: Deployment = serde_json::from_value(serde_json::json!({
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},

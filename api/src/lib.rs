@@ -4,6 +4,17 @@
 //! empty fields omitted), so manifests written for Kubernetes parse unchanged,
 //! and unknown fields are rejected with the path of the field. See
 //! ARCHITECTURE.md for where each crate uses them.
+//!
+//! - [`meta`]: ObjectMeta, ListMeta, label and field selectors, Status.
+//! - [`core`], [`apps`], [`coordination`]: the object kinds, each with
+//!   `apply_defaults` (what the API server fills in) and `validate`
+//!   (Kubernetes' rules and messages, as [`validation::FieldError`]s).
+//! - [`quantity`], [`intstr`], [`time`]: the value types of those objects.
+//! - [`resource`]: the table of kinds (group, version, plural, short names)
+//!   and the [`Resource`] trait.
+//! - [`decode`]: strict decoding of one typed object with field paths;
+//!   [`manifest`]: YAML/JSON documents into [`Object`]s by apiVersion and kind.
+//! - [`list`]: `List<T>` for list responses.
 
 pub mod apps;
 pub mod coordination;
