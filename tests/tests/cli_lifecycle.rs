@@ -266,3 +266,52 @@ fn names_are_unique_and_ids_resolve_by_prefix() {
     c.ok(&["rm", "-f", "one", &name]);
     assert_eq!(c.leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn log_rotation_keeps_the_newest_output() {
+    let Some(c) = setup(27) else { return };
+    let id = c
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "chatty",
+            "--network",
+            "none",
+            "--log-max-size",
+            "1k",
+            "--log-max-files",
+            "3",
+            "busybox",
+            "sh",
+            "-c",
+            "for i in $(seq 1 200); do echo line $i; done",
+        ])
+        .stdout
+        .trim()
+        .to_string();
+    assert!(c.wait_state("chatty", "exited", Duration::from_secs(20)));
+    let dir = c.state_dir().join(&id);
+    for f in ["ctr.log", "ctr.log.1", "ctr.log.2"] {
+        let len = std::fs::metadata(dir.join(f))
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+            .len();
+        assert!(len <= 1024, "{f} is {len} bytes");
+    }
+    assert!(!dir.join("ctr.log.3").exists());
+    let logs = c.ok(&["logs", "chatty"]).stdout;
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.last(), Some(&"line 200"), "{logs}");
+    // What is kept is a contiguous run of the newest lines.
+    let first: usize = lines[0].trim_start_matches("line ").parse().unwrap();
+    assert!(first > 1, "nothing was rotated away");
+    let want: Vec<String> = (first..=200).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, want.iter().map(String::as_str).collect::<Vec<_>>());
+    let stamped = c
+        .ok(&["logs", "--timestamps", "--tail", "1", "chatty"])
+        .stdout;
+    assert!(
+        stamped.ends_with("Z line 200\n") && stamped.starts_with("20"),
+        "{stamped}"
+    );
+}

@@ -338,3 +338,38 @@ fn tty_gives_the_container_a_terminal() {
     assert_eq!(out.code(), Some(5), "{out}");
     assert_eq!(c.leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn oom_kill_is_recorded() {
+    let Some(c) = setup(11) else { return };
+    // busybox tail keeps the one endless "line" in memory: it hits the limit.
+    let out = c.run(&[
+        "run",
+        "--name",
+        "hog",
+        "--network",
+        "none",
+        "--memory",
+        "16m",
+        "busybox",
+        "sh",
+        "-c",
+        "head -c 256m /dev/zero | tail -n1 >/dev/null",
+    ]);
+    assert_eq!(out.code(), Some(137), "{out}");
+    let v = c.inspect("hog");
+    assert_eq!(v["state"]["exitCode"], 137, "{v}");
+    assert_eq!(v["state"]["oomKilled"], true, "{v}");
+    c.ok(&[
+        "run",
+        "--name",
+        "calm",
+        "--network",
+        "none",
+        "--memory",
+        "16m",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(c.inspect("calm")["state"]["oomKilled"], false);
+}
