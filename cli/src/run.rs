@@ -118,10 +118,6 @@ fn check(a: &RunArgs) -> Result<Checked> {
             bail!("--workdir {w:?}: must be an absolute path");
         }
     }
-    if a.detach && a.interactive && a.tty {
-        // Nothing could attach to it later: there is no attach verb.
-        bail!("-d with -it: corral has no attach; run it in the foreground, or use -d -i for a held-open stdin");
-    }
     let log_max_size = corral_shim::args::parse_size(&a.log_max_size)
         .with_context(|| format!("--log-max-size {:?}", a.log_max_size))?;
     let entrypoint = a.entrypoint.as_ref().map(|e| {

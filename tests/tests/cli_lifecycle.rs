@@ -315,3 +315,25 @@ fn log_rotation_keeps_the_newest_output() {
         "{stamped}"
     );
 }
+
+#[test]
+fn detached_terminal_shell_stays_up() {
+    let Some(c) = setup(28) else { return };
+    // -dit: a shell on a terminal nobody types into waits instead of exiting.
+    c.ok(&[
+        "run",
+        "-dit",
+        "--name",
+        "shell",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.inspect("shell")["state"]["status"], "running");
+    let out = c.ok(&["exec", "shell", "sh", "-c", "tty <&0 || ls -l /proc/1/fd/0"]);
+    assert!(out.stdout.contains("/dev/pts/"), "{out}");
+    c.ok(&["rm", "-f", "shell"]);
+    assert_eq!(c.leftovers(), Vec::<String>::new());
+}
