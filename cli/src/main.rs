@@ -42,6 +42,10 @@ impl std::fmt::Display for ExitCodeError {
 impl std::error::Error for ExitCodeError {}
 
 fn main() -> ExitCode {
+    // `corral ps | head` should end quietly like other Unix tools, not
+    // report a broken pipe.
+    // SAFETY: SIG_DFL installs no code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match dispatch(&cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -383,7 +383,14 @@ fn finish(args: &ShimArgs, rt: &Runtime, mut s: Started) -> Result<i32> {
     // SAFETY: SIG_IGN installs no code.
     unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) }
         .step(|| "ignore SIGPIPE")?;
-    let status = pump(&mut s)?;
+    let status = match pump(&mut s) {
+        Ok(st) => st,
+        Err(e) => {
+            // Without the loop, still wait for init so its exit is recorded.
+            eprintln!("corral-shim: {e}; waiting for the container without relaying its output");
+            wait_blocking(s.pid)
+        }
+    };
     let finished_at = corral_runtime::state::now_rfc3339();
     drop(s.raw.take());
     let (exit_code, signal) = match status {
@@ -436,6 +443,7 @@ fn pump(s: &mut Started) -> Result<WaitStatus> {
     let mut status = reap(s.pid, None);
     let mut exited_at = status.map(|_| Instant::now());
     let mut buf = vec![0u8; 64 * 1024];
+    let mut log_broken = false;
     loop {
         if let (Some(st), Some(at)) = (status, exited_at) {
             if s.outputs.iter().all(|o| !o.open) || at.elapsed() >= DRAIN_MAX {
@@ -472,7 +480,7 @@ fn pump(s: &mut Started) -> Result<WaitStatus> {
         let mut idx = 1;
         for out in s.outputs.iter_mut().filter(|o| o.open) {
             if fds[idx].revents != 0 {
-                drain_output(out, &mut s.log, &mut buf)?;
+                drain_output(out, &mut s.log, &mut log_broken, &mut buf);
             }
             idx += 1;
         }
@@ -537,12 +545,20 @@ fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> Result<usize> {
 
 /// Read what is there (the fd is non-blocking or just polled readable),
 /// log it and echo it. EOF, or EIO from a pty whose slave side is all
-/// closed, ends the output.
-fn drain_output(out: &mut Output, log: &mut LogWriter, buf: &mut [u8]) -> Result<()> {
+/// closed, ends the output. Failures only cost output, never the
+/// supervision: the exit must still be recorded.
+fn drain_output(out: &mut Output, log: &mut LogWriter, log_broken: &mut bool, buf: &mut [u8]) {
     match nix::unistd::read(out.fd.as_raw_fd(), buf) {
         Ok(0) | Err(Errno::EIO) => out.open = false,
         Ok(n) => {
-            log.write(out.stream, &buf[..n])?;
+            if let Err(e) = log.write(out.stream, &buf[..n]) {
+                if !*log_broken {
+                    eprintln!("corral-shim: {e} (output is lost until writing works again)");
+                    *log_broken = true;
+                }
+            } else {
+                *log_broken = false;
+            }
             if let Some(fd) = out.echo {
                 if write_all(fd, &buf[..n]).is_err() {
                     out.echo = None;
@@ -550,9 +566,14 @@ fn drain_output(out: &mut Output, log: &mut LogWriter, buf: &mut [u8]) -> Result
             }
         }
         Err(Errno::EAGAIN | Errno::EINTR) => {}
-        Err(e) => return Err(e).step(|| format!("read the container's {}", out.stream.as_str())),
+        Err(e) => {
+            eprintln!(
+                "corral-shim: read the container's {}: {e}",
+                out.stream.as_str()
+            );
+            out.open = false;
+        }
     }
-    Ok(())
 }
 
 /// Terminal input: stdin -> pending -> pty master, without ever blocking on
@@ -646,6 +667,17 @@ fn reap(init: Pid, mut status: Option<WaitStatus>) -> Option<WaitStatus> {
             }
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(_) => return status,
+        }
+    }
+}
+
+fn wait_blocking(init: Pid) -> WaitStatus {
+    loop {
+        match nix::sys::wait::waitpid(init, None) {
+            Ok(ws @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return ws,
+            Ok(_) | Err(Errno::EINTR) => continue,
+            // Not our child any more (reaped elsewhere): nothing to learn.
+            Err(_) => return WaitStatus::Exited(init, 255),
         }
     }
 }
