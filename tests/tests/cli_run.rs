@@ -373,3 +373,40 @@ fn oom_kill_is_recorded() {
     ]);
     assert_eq!(c.inspect("calm")["state"]["oomKilled"], false);
 }
+
+#[test]
+fn foreground_run_forwards_sigterm_to_the_container() {
+    let Some(c) = setup(12) else { return };
+    let mut child = c.spawn(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 2' TERM; echo ready; while true; do sleep 0.1; done",
+    ]);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&seen).contains("ready\n") {
+        assert_eq!(
+            stdout.read(&mut byte).unwrap(),
+            1,
+            "output ended early: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.push(byte[0]);
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "got-term\n");
+    assert_eq!(child.wait().unwrap().code(), Some(2));
+    assert_eq!(c.leftovers(), Vec::<String>::new());
+}
