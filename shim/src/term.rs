@@ -170,7 +170,13 @@ pub fn proxy(master: OwnedFd, pid: nix::unistd::Pid, stdin: bool) -> Result<i32>
     let our_in = our_in.as_fd();
     copy_winsize(our_in, master.as_fd());
     let _raw = if stdin { RawMode::enter(our_in)? } else { None };
-    let mut status = None;
+    let reap = || match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, c)) => Some(c),
+        Ok(WaitStatus::Signaled(_, s, _)) => Some(128 + s as i32),
+        _ => None,
+    };
+    // It may have ended before SIGCHLD was blocked: look once now.
+    let mut status = reap();
     let mut input_open = stdin;
     let mut output_open = true;
     let mut buf = vec![0u8; 32 * 1024];
@@ -208,10 +214,8 @@ pub fn proxy(master: OwnedFd, pid: nix::unistd::Pid, stdin: bool) -> Result<i32>
                     _ => {}
                 }
             }
-            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, c)) => status = Some(c),
-                Ok(WaitStatus::Signaled(_, s, _)) => status = Some(128 + s as i32),
-                _ => {}
+            if status.is_none() {
+                status = reap();
             }
         }
         if fds[1].revents != 0 {

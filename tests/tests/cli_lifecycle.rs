@@ -337,3 +337,43 @@ fn detached_terminal_shell_stays_up() {
     c.ok(&["rm", "-f", "shell"]);
     assert_eq!(c.leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn exec_with_a_terminal() {
+    let Some(c) = setup(29) else { return };
+    if corral_tests::host::which("script").is_none() {
+        eprintln!("SKIPPED: script(1) is not installed");
+        return;
+    }
+    c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let bin = c
+        .command(&[] as &[&str])
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
+    let mut cmd = std::process::Command::new("script");
+    cmd.args([
+        "-qec",
+        &format!("{bin} exec -t box sh -c 'tty; exit 3'"),
+        "/dev/null",
+    ]);
+    for (k, v) in c.command(&[] as &[&str]).get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let out =
+        corral_tests::runtime::run_command(cmd, &c.path(""), "script", Duration::from_secs(60));
+    assert!(out.stdout.contains("/dev/pts/"), "{out}");
+    assert_eq!(out.code(), Some(3), "{out}");
+}

@@ -154,9 +154,10 @@ fn read_only_bind_and_read_only_root() {
 }
 
 #[test]
-fn memory_and_pids_limits_are_visible_inside() {
+fn memory_cpu_and_pids_limits_are_visible_inside() {
     let Some(c) = setup(5) else { return };
     let script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+                  cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 /sys/fs/cgroup/cpu.max; \
                   cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max";
     let out = c.ok(&[
         "run",
@@ -165,6 +166,8 @@ fn memory_and_pids_limits_are_visible_inside() {
         "none",
         "--memory",
         "64m",
+        "--cpus",
+        "0.5",
         "--pids-limit",
         "42",
         "busybox",
@@ -172,7 +175,7 @@ fn memory_and_pids_limits_are_visible_inside() {
         "-c",
         script,
     ]);
-    assert_eq!(out.stdout, format!("{}\n42\n", 64 << 20), "{out}");
+    assert_eq!(out.stdout, format!("{}\n50000\n42\n", 64 << 20), "{out}");
 }
 
 #[test]
