@@ -39,11 +39,23 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// The test images' OCI layouts (OUT/busybox, OUT/layered), built once.
+fn images_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("corral-cli-images-{}", std::process::id()))
+}
+
+extern "C" fn remove_images_dir() {
+    let _ = std::fs::remove_dir_all(images_dir());
+}
+
+/// The test images' OCI layouts (OUT/busybox, OUT/layered), built once per
+/// test binary and removed when it exits.
 fn test_images() -> Result<&'static Path, String> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("corral-cli-images-{}", std::process::id()));
+        let dir = images_dir();
+        // SAFETY: registers a plain function without captured state; it only
+        // removes a directory when the process exits.
+        unsafe { libc::atexit(remove_images_dir) };
         let out = Command::new("python3")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-images"))
             .arg(&dir)
