@@ -125,6 +125,13 @@ impl Corral {
         }
     }
 
+    /// The OCI layout of a test image (`busybox`, `layered`).
+    pub fn layout(&self, name: &str) -> PathBuf {
+        test_images()
+            .unwrap_or_else(|e| panic!("test images: {e}"))
+            .join(name)
+    }
+
     pub fn bridge(&self) -> String {
         format!("crlcli{}", self.n)
     }
