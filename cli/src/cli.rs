@@ -104,9 +104,10 @@ pub enum Verb {
 
 #[derive(Subcommand, Debug)]
 pub enum ImageVerb {
-    /// Pull an image from a registry.
+    /// Pull an image from a registry and unpack its layers.
     Pull(PullArgs),
-    /// Import an OCI image layout (directory or tar) or a `docker save` archive.
+    /// Import an OCI image layout (directory or tar) or a `docker save` archive, and
+    /// unpack its layers.
     Import {
         path: PathBuf,
         /// Tag the (single) imported image with this name.

@@ -19,6 +19,7 @@ pub fn dispatch(g: &Global, v: &ImageVerb) -> Result<()> {
             let opts = pull_options(&p.registry, p.quiet)?;
             let img =
                 corral_images::pull(&store, &r, &opts).with_context(|| format!("pull {r}"))?;
+            unpack(&store, &img)?;
             println!("{}", img.id().hex());
         }
         ImageVerb::Import { path, tag } => {
@@ -26,6 +27,7 @@ pub fn dispatch(g: &Global, v: &ImageVerb) -> Result<()> {
             let imgs = corral_images::import(&store, path, tag.as_ref())
                 .with_context(|| format!("import {}", path.display()))?;
             for img in imgs {
+                unpack(&store, &img)?;
                 if img.names.is_empty() {
                     println!("Loaded image: {}", img.id().hex());
                 }
@@ -48,6 +50,14 @@ pub fn dispatch(g: &Global, v: &ImageVerb) -> Result<()> {
             println!("Total reclaimed space: {}", human_size(r.bytes));
         }
     }
+    Ok(())
+}
+
+/// Unpack right after pull/import (as podman does), so the first `run` of the
+/// image only mounts it.
+fn unpack(store: &Store, img: &ImageRecord) -> Result<()> {
+    corral_images::unpack_layers(store, img, &corral_images::Limits::default())
+        .with_context(|| format!("unpack the layers of image {}", img.id().short()))?;
     Ok(())
 }
 

@@ -39,6 +39,11 @@ const IFA_BROADCAST: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const RTA_OIF: u16 = 4;
 
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFPROTO_IPV4: u8 = 2;
+
 const IFF_UP: u32 = 0x1;
 const AF_INET: u8 = libc::AF_INET as u8;
 const AF_UNSPEC: u8 = libc::AF_UNSPEC as u8;
@@ -75,6 +80,37 @@ impl Socket {
         bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))
             .map_err(|e| Error::sys("bind netlink socket", e))?;
         Ok(Socket { fd, seq: 0 })
+    }
+
+    /// An nfnetlink socket: only for [`Socket::nft_table_exists`].
+    pub fn open_netfilter() -> Result<Socket> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkNetFilter,
+        )
+        .map_err(|e| Error::sys("socket(AF_NETLINK, NETLINK_NETFILTER)", e))?;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))
+            .map_err(|e| Error::sys("bind netfilter netlink socket", e))?;
+        Ok(Socket { fd, seq: 0 })
+    }
+
+    /// Whether nftables has an `ip` family table called `name`: one round trip,
+    /// where `nft list table` would cost a process and a full ruleset dump.
+    pub fn nft_table_exists(&mut self, name: &str) -> Result<bool> {
+        let mut m = Msg::new((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, 0);
+        // struct nfgenmsg: family, version (NFNETLINK_V0), res_id (big endian)
+        m.buf.extend_from_slice(&[NFPROTO_IPV4, 0, 0, 0]);
+        m.attr_str(NFTA_TABLE_NAME, name);
+        match self.request(m, &format!("get nftables table ip {name}")) {
+            Ok(_) => Ok(true),
+            Err(Error::Netlink {
+                errno: Errno::ENOENT,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// The link called `name`, or None when there is none.

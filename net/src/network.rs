@@ -80,11 +80,34 @@ impl Network {
             &format!("/proc/sys/net/ipv4/conf/{}/route_localnet", net.bridge),
             "1",
         )?;
-        nft::apply(
-            &format!("set up table ip {}", net.table),
-            &nft::base_ruleset(&net.table, &net.bridge, net.cidr),
-        )?;
+        let ruleset = nft::base_ruleset(&net.table, &net.bridge, net.cidr);
+        if !net.ruleset_in_place(&ruleset)? {
+            nft::apply(&format!("set up table ip {}", net.table), &ruleset)?;
+            net.remember_ruleset(&ruleset)?;
+        }
         Ok(net)
+    }
+
+    /// True when our table exists and the last ruleset applied to it (recorded
+    /// in the state directory) is this one: then `open` skips the `nft` process,
+    /// the slowest step of a warm `corral run`. A reboot or a flushed ruleset
+    /// removes the table, so the check then fails and the ruleset is applied.
+    fn ruleset_in_place(&self, ruleset: &str) -> Result<bool> {
+        let recorded = match fs::read_to_string(self.ruleset_file()) {
+            Ok(s) => s,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("read", self.ruleset_file(), e)),
+        };
+        Ok(recorded == ruleset && Socket::open_netfilter()?.nft_table_exists(&self.table)?)
+    }
+
+    fn remember_ruleset(&self, ruleset: &str) -> Result<()> {
+        let path = self.ruleset_file();
+        fs::write(&path, ruleset).map_err(|e| Error::io("write", &path, e))
+    }
+
+    fn ruleset_file(&self) -> PathBuf {
+        self.state_dir.join("base-ruleset.nft")
     }
 
     pub fn bridge(&self) -> &str {

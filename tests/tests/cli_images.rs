@@ -27,6 +27,13 @@ fn pull_ls_inspect_and_run_pulls_what_is_missing() {
     let out = c.ok(&["image", "pull", "-q", "--insecure", &name]);
     let id = out.stdout.trim().to_string();
     assert_eq!(id.len(), 64, "{out}");
+    let unpacked = std::fs::read_dir(c.images_root().join("layers"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.path().join("diff/bin/busybox").exists())
+        })
+        .unwrap_or(false);
+    assert!(unpacked, "pull leaves the layers unpacked, ready to run");
     let ls = c.ok(&["image", "ls"]);
     let row = ls
         .stdout

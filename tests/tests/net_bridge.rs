@@ -343,3 +343,31 @@ fn host_loopback_is_closed_to_the_bridge() {
         "a namespace on the bridge reached the host's 127.0.0.1:{port}: {got:?}"
     );
 }
+
+#[test]
+fn reopen_skips_nft_only_while_the_table_is_there() {
+    if !usable("reopen_skips_nft_only_while_the_table_is_there") {
+        return;
+    }
+    let t = TestNet::new(6).expect("test network");
+    let table = t.network().table().to_string();
+    let recorded = t.config().state_dir.join("base-ruleset.nft");
+    assert!(recorded.exists(), "open records the ruleset it applied");
+
+    // Someone flushes the ruleset (or the host rebooted): the next open must
+    // notice the missing table and apply the ruleset again.
+    let (ok, out) = corral_tests::host::sh(&format!("nft delete table ip {table}"));
+    assert!(ok, "{out}");
+    assert!(nft_table(&table).contains("No such file"), "table gone");
+    Network::open(t.config()).expect("reopen");
+    let listed = nft_table(&table);
+    assert!(
+        listed.contains("chain prerouting") && listed.contains("masquerade"),
+        "{listed}"
+    );
+
+    // A changed ruleset (here: the record no longer matches) is applied again too.
+    std::fs::write(&recorded, "stale").unwrap();
+    Network::open(t.config()).expect("reopen with a stale record");
+    assert_ne!(std::fs::read_to_string(&recorded).unwrap(), "stale");
+}
