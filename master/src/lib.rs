@@ -1,0 +1,1 @@
+//! The master: see ARCHITECTURE.md.

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("corral-master: not built yet");
+    std::process::exit(2);
+}
