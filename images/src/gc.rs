@@ -210,22 +210,7 @@ fn tree_size(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::LayerRef;
-
-    fn record(names: &[&str], content: &str) -> ImageRecord {
-        ImageRecord {
-            names: names.iter().map(|s| s.to_string()).collect(),
-            manifest: Digest::of_bytes(format!("manifest {content}").as_bytes()),
-            config: Digest::of_bytes(format!("config {content}").as_bytes()),
-            layers: vec![LayerRef {
-                digest: Digest::of_bytes(content.as_bytes()),
-                media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-                size: 1,
-            }],
-            size: 1,
-            created: None,
-        }
-    }
+    use crate::store::tests::record;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();

@@ -538,7 +538,7 @@ impl Read for VerifyingReader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -554,7 +554,8 @@ mod tests {
             .collect()
     }
 
-    fn record(names: &[&str], content: &str) -> ImageRecord {
+    /// An image record with made-up digests, for tests that only need the index.
+    pub(crate) fn record(names: &[&str], content: &str) -> ImageRecord {
         ImageRecord {
             names: names.iter().map(|s| s.to_string()).collect(),
             manifest: Digest::of_bytes(format!("manifest {content}").as_bytes()),
