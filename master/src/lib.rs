@@ -1,1 +1,2 @@
 //! The master: see ARCHITECTURE.md.
+pub mod store;
