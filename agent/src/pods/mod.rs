@@ -1,0 +1,379 @@
+//! The pods of this node: the [`Agent`] handle and one worker thread per
+//! pod that builds its sandbox, starts and restarts its containers, runs
+//! its probes and tears it down.
+
+mod container;
+mod probe;
+mod sandbox;
+mod spec;
+mod status;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use corral_api::core::Pod;
+
+use crate::config::Config;
+use crate::state::{self, PodRecord};
+
+/// The agent: cheap to clone (an `Arc` inside), shared by the static pod
+/// watcher, the pod workers and the HTTP API.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: Config,
+    /// Current pods by `namespace/name`.
+    pods: Mutex<BTreeMap<String, Arc<PodHandle>>>,
+    /// Pods being stopped and removed (no longer listed).
+    stopping: Mutex<Vec<Arc<PodHandle>>>,
+    manifest_errors: Mutex<BTreeMap<PathBuf, String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    State(#[from] state::StateError),
+}
+
+/// One pod as the agent tracks it in memory (its disk records are in
+/// `state`); filled by the pod's worker.
+pub(crate) struct PodHandle {
+    pub(crate) uid: String,
+    pub(crate) view: Mutex<PodView>,
+    /// Set to make the worker stop the pod and remove it.
+    pub(crate) stop: AtomicBool,
+    /// Remove the status file too (false when a new version replaces the pod).
+    pub(crate) remove_status: AtomicBool,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// What the API shows of a pod: the pod with its current status, and the
+/// runtime side of each container.
+#[derive(Debug, Clone)]
+pub(crate) struct PodView {
+    pub(crate) pod: Pod,
+    pub(crate) containers: Vec<ContainerView>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ContainerView {
+    pub(crate) name: String,
+    pub(crate) init: bool,
+    pub(crate) runtime_id: Option<String>,
+    pub(crate) log_path: PathBuf,
+    pub(crate) previous_log_path: Option<PathBuf>,
+    pub(crate) pid: Option<i32>,
+    pub(crate) running: bool,
+}
+
+/// A container's runtime side, for logs and exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRef {
+    /// Id under `runtime_root` (for `corral-runtime exec/state`).
+    pub runtime_id: String,
+    pub runtime_root: PathBuf,
+    /// The current (or last) attempt's CRI log; may not exist yet.
+    pub log_path: PathBuf,
+    /// The attempt before, if there was one.
+    pub previous_log_path: Option<PathBuf>,
+    /// Host pid of the container's init while it runs.
+    pub pid: Option<i32>,
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("pods \"{name}\" not found")]
+    PodNotFound { namespace: String, name: String },
+    #[error("container {container} is not valid for pod {pod}")]
+    ContainerNotFound { pod: String, container: String },
+    #[error("a container name must be specified for pod {pod}, choose one of: [{}]", .choices.join(" "))]
+    ContainerRequired { pod: String, choices: Vec<String> },
+    #[error("container \"{container}\" in pod \"{pod}\" is waiting to start")]
+    NotStarted { pod: String, container: String },
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking worker must not take the whole agent's view down with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Agent {
+    /// An agent with no pods yet (see `Agent::start` for a running one).
+    pub fn new(cfg: Config) -> Agent {
+        Agent {
+            inner: Arc::new(Inner {
+                cfg,
+                pods: Mutex::new(BTreeMap::new()),
+                stopping: Mutex::new(Vec::new()),
+                manifest_errors: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// Create the agent's directories and take over the pods recorded by
+    /// an earlier run (their containers kept running under their shims).
+    pub fn start(cfg: Config) -> Result<Agent, AgentError> {
+        for d in [cfg.pods_dir(), cfg.ns_dir(), cfg.status_dir()] {
+            std::fs::create_dir_all(&d).map_err(|source| AgentError::Io {
+                what: "create directory",
+                path: d.clone(),
+                source,
+            })?;
+        }
+        let agent = Agent::new(cfg);
+        for (record, dir) in agent.recorded_pods() {
+            agent.launch(record, dir);
+        }
+        Ok(agent)
+    }
+
+    fn recorded_pods(&self) -> Vec<(PodRecord, PathBuf)> {
+        let dir = self.inner.cfg.pods_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let path = e.path().join("pod.json");
+            match state::load::<PodRecord>(&path) {
+                Ok(Some(r)) => out.push((r, e.path())),
+                Ok(None) => {
+                    // Admission wrote nothing yet: nothing was started from here.
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+                Err(e) => eprintln!("corral-agent: {e}; pod left alone"),
+            }
+        }
+        out
+    }
+
+    fn launch(&self, record: PodRecord, dir: PathBuf) {
+        let key = format!(
+            "{}/{}",
+            record.pod.metadata.namespace, record.pod.metadata.name
+        );
+        let handle = Arc::new(PodHandle {
+            uid: record.pod.metadata.uid.clone(),
+            view: Mutex::new(PodView {
+                pod: record.pod.clone(),
+                containers: Vec::new(),
+            }),
+            stop: AtomicBool::new(false),
+            remove_status: AtomicBool::new(true),
+            thread: Mutex::new(None),
+        });
+        let w = worker::Worker::new(self.inner.cfg.clone(), handle.clone(), record, dir);
+        let t = std::thread::Builder::new()
+            .name(format!("pod {key}"))
+            .spawn(move || w.run());
+        match t {
+            Ok(t) => *lock(&handle.thread) = Some(t),
+            Err(e) => eprintln!("corral-agent: pod {key}: start its worker thread: {e}"),
+        }
+        if let Some(old) = lock(&self.inner.pods).insert(key, handle) {
+            old.remove_status.store(false, Ordering::SeqCst);
+            old.stop.store(true, Ordering::SeqCst);
+            lock(&self.inner.stopping).push(old);
+        }
+    }
+
+    /// Make the node run exactly `desired` (pods with metadata.uid set):
+    /// new pods start, pods whose uid changed are replaced, the rest stop.
+    pub fn apply(&self, desired: Vec<(Pod, PathBuf)>) {
+        let current: BTreeMap<String, String> = lock(&self.inner.pods)
+            .iter()
+            .map(|(k, h)| (k.clone(), h.uid.clone()))
+            .collect();
+        let mut wanted = std::collections::BTreeSet::new();
+        for (pod, source) in desired {
+            let key = format!("{}/{}", pod.metadata.namespace, pod.metadata.name);
+            wanted.insert(key.clone());
+            if current.get(&key) == Some(&pod.metadata.uid) {
+                continue;
+            }
+            if let Err(e) = self.admit(pod, source) {
+                eprintln!("corral-agent: pod {key}: {e}");
+            }
+        }
+        let gone: Vec<_> = {
+            let mut pods = lock(&self.inner.pods);
+            let keys: Vec<String> = pods
+                .keys()
+                .filter(|k| !wanted.contains(*k))
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| pods.remove(k)).collect()
+        };
+        for h in gone {
+            h.stop.store(true, Ordering::SeqCst);
+            lock(&self.inner.stopping).push(h);
+        }
+        lock(&self.inner.stopping)
+            .retain(|h| lock(&h.thread).as_ref().is_some_and(|t| !t.is_finished()));
+    }
+
+    /// Record a new pod (its directory and pod.json) and start its worker.
+    fn admit(&self, pod: Pod, source: PathBuf) -> Result<(), AgentError> {
+        let m = &pod.metadata;
+        let dir =
+            self.inner
+                .cfg
+                .pods_dir()
+                .join(state::pod_dir_name(&m.namespace, &m.name, &m.uid));
+        let record = PodRecord {
+            pod,
+            source,
+            sandbox: None,
+            start_time: corral_api::Time::now().to_string(),
+        };
+        state::save(&dir.join("pod.json"), &record)?;
+        self.launch(record, dir);
+        Ok(())
+    }
+
+    /// Stop every pod and wait for their workers (used by tests and on
+    /// shutdown of a node that should leave nothing behind).
+    pub fn remove_all(&self) {
+        self.apply(Vec::new());
+        let stopping: Vec<_> = lock(&self.inner.stopping).drain(..).collect();
+        for h in stopping {
+            if let Some(t) = lock(&h.thread).take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Errors of the manifests directory, by file.
+    pub fn manifest_errors(&self) -> BTreeMap<PathBuf, String> {
+        lock(&self.inner.manifest_errors).clone()
+    }
+
+    pub(crate) fn set_manifest_errors(&self, errors: BTreeMap<PathBuf, String>) {
+        *lock(&self.inner.manifest_errors) = errors;
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.cfg
+    }
+
+    /// Every pod: metadata, spec (defaults applied) and current status.
+    pub fn pods(&self) -> Vec<Pod> {
+        let handles: Vec<_> = lock(&self.inner.pods).values().cloned().collect();
+        handles.iter().map(|h| lock(&h.view).pod.clone()).collect()
+    }
+
+    /// One pod by namespace and name.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<Pod> {
+        self.handle(namespace, name)
+            .map(|h| lock(&h.view).pod.clone())
+    }
+
+    fn handle(&self, namespace: &str, name: &str) -> Option<Arc<PodHandle>> {
+        lock(&self.inner.pods)
+            .get(&format!("{namespace}/{name}"))
+            .cloned()
+    }
+
+    /// The runtime side of a container; `None` picks the only app container.
+    pub fn container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+    ) -> Result<ContainerRef, LookupError> {
+        let h = self
+            .handle(namespace, pod)
+            .ok_or_else(|| LookupError::PodNotFound {
+                namespace: namespace.into(),
+                name: pod.into(),
+            })?;
+        let view = lock(&h.view);
+        let c = pick(&view.containers, pod, container)?;
+        let runtime_id = c
+            .runtime_id
+            .clone()
+            .ok_or_else(|| LookupError::NotStarted {
+                pod: pod.into(),
+                container: c.name.clone(),
+            })?;
+        Ok(ContainerRef {
+            runtime_id,
+            runtime_root: self.inner.cfg.runtime_root.clone(),
+            log_path: c.log_path.clone(),
+            previous_log_path: c.previous_log_path.clone(),
+            pid: c.pid,
+            running: c.running,
+        })
+    }
+}
+
+fn pick<'a>(
+    cs: &'a [ContainerView],
+    pod: &str,
+    name: Option<&str>,
+) -> Result<&'a ContainerView, LookupError> {
+    match name {
+        Some(n) => cs
+            .iter()
+            .find(|c| c.name == n)
+            .ok_or_else(|| LookupError::ContainerNotFound {
+                pod: pod.into(),
+                container: n.into(),
+            }),
+        None => {
+            let apps: Vec<_> = cs.iter().filter(|c| !c.init).collect();
+            match apps.as_slice() {
+                [one] => Ok(one),
+                _ => Err(LookupError::ContainerRequired {
+                    pod: pod.into(),
+                    choices: apps.iter().map(|c| c.name.clone()).collect(),
+                }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(name: &str, init: bool) -> ContainerView {
+        ContainerView {
+            name: name.into(),
+            init,
+            runtime_id: Some(format!("id-{name}")),
+            log_path: PathBuf::from(format!("/x/{name}/0.log")),
+            previous_log_path: None,
+            pid: Some(1),
+            running: true,
+        }
+    }
+
+    #[test]
+    fn picking_containers() {
+        let cs = [view("setup", true), view("web", false)];
+        assert_eq!(pick(&cs, "p", None).unwrap().name, "web");
+        assert_eq!(pick(&cs, "p", Some("setup")).unwrap().name, "setup");
+        let e = pick(&cs, "p", Some("nope")).unwrap_err();
+        assert_eq!(e.to_string(), "container nope is not valid for pod p");
+        let two = [view("a", false), view("b", false)];
+        let e = pick(&two, "p", None).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "a container name must be specified for pod p, choose one of: [a b]"
+        );
+    }
+}
