@@ -10,9 +10,18 @@
 //! (`store::conformance`) is what "identically" means.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
+
+mod codec;
+pub mod conformance;
+pub mod embedded;
+
+pub use embedded::EmbeddedStore;
 
 /// One stored object at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +93,7 @@ pub struct ListResult {
 /// Why a store operation failed. The API server maps the first five to HTTP
 /// statuses (409 AlreadyExists, 404, 409 Conflict, 410 Gone, 504/500) and the rest
 /// to 500.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("key {key} already exists")]
     AlreadyExists { key: String },
@@ -112,7 +121,7 @@ pub enum StoreError {
         path: String,
         op: &'static str,
         #[source]
-        source: Box<redb::Error>,
+        source: Arc<redb::Error>,
     },
     /// A stored record could not be decoded.
     #[error("store record {what} is corrupt: {detail}")]
@@ -210,5 +219,156 @@ impl Drop for WatchStream {
 impl fmt::Debug for WatchStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WatchStream").finish_non_exhaustive()
+    }
+}
+
+/// Which backend to open, from the master's flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The redb file.
+    Embedded { path: PathBuf },
+    /// etcd endpoints (`http://host:port`) and the key prefix under which this
+    /// cluster's keys live ("" for none).
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+    },
+}
+
+/// The embedded store's file name inside the master's data directory.
+pub const EMBEDDED_FILE: &str = "store.redb";
+
+impl StoreConfig {
+    /// `--store` absent: the embedded file `DATA_DIR/store.redb`;
+    /// `etcd://host:port[,host:port...][/prefix]`: etcd over its JSON gateway.
+    pub fn from_flag(store: Option<&str>, data_dir: &Path) -> Result<StoreConfig> {
+        let Some(url) = store.filter(|s| !s.is_empty()) else {
+            return Ok(StoreConfig::Embedded {
+                path: data_dir.join(EMBEDDED_FILE),
+            });
+        };
+        let Some(rest) = url.strip_prefix("etcd://") else {
+            return Err(StoreError::Config(format!(
+                "--store {url}: expected etcd://HOST:PORT[,HOST:PORT...][/PREFIX]"
+            )));
+        };
+        let (hosts, prefix) = match rest.split_once('/') {
+            Some((hosts, prefix)) => (hosts, format!("/{prefix}")),
+            None => (rest, String::new()),
+        };
+        let endpoints: Vec<String> = hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("http://{h}"))
+            .collect();
+        if endpoints.is_empty() {
+            return Err(StoreError::Config(format!(
+                "--store {url}: no etcd endpoint"
+            )));
+        }
+        let prefix = prefix.trim_end_matches('/').to_string();
+        Ok(StoreConfig::Etcd { endpoints, prefix })
+    }
+}
+
+/// Open the configured backend.
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>> {
+    match config {
+        StoreConfig::Embedded { path } => {
+            let path = path.clone();
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&path))
+                .await
+                .map_err(|e| StoreError::Config(format!("opening the embedded store: {e}")))??;
+            Ok(Arc::new(store))
+        }
+        StoreConfig::Etcd { endpoints, .. } => Err(StoreError::Config(format!(
+            "etcd store ({}): the etcd backend is not in this build yet",
+            endpoints.join(",")
+        ))),
+    }
+}
+
+/// Compact the store every `every`, keeping at least the last `keep_revisions`
+/// revisions and at least one interval of history (a watcher that fell behind by
+/// less than `every` can still resume). Like the Kubernetes API server with etcd,
+/// the target is the revision seen at the previous tick.
+pub fn spawn_compactor(
+    store: Arc<dyn Store>,
+    every: Duration,
+    keep_revisions: i64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut previous: Option<i64> = None;
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            match compact_once(store.as_ref(), previous, keep_revisions).await {
+                Ok(seen) => previous = Some(seen),
+                Err(e) => eprintln!("corral-master: store compaction: {e}"),
+            }
+        }
+    })
+}
+
+/// One compactor tick; returns the current revision for the next tick.
+async fn compact_once(store: &dyn Store, previous: Option<i64>, keep: i64) -> Result<i64> {
+    let current = store.current_revision().await?;
+    if let Some(previous) = previous {
+        let target = previous.min(current.saturating_sub(keep.max(0)));
+        if target > store.compacted_revision().await? {
+            store.compact(target).await?;
+        }
+    }
+    Ok(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_flag() {
+        let dir = Path::new("/var/lib/corral/master");
+        assert_eq!(
+            StoreConfig::from_flag(None, dir).unwrap(),
+            StoreConfig::Embedded {
+                path: dir.join("store.redb")
+            }
+        );
+        assert_eq!(
+            StoreConfig::from_flag(Some("etcd://127.0.0.1:2379,10.0.0.2:2379/corral/"), dir)
+                .unwrap(),
+            StoreConfig::Etcd {
+                endpoints: vec![
+                    "http://127.0.0.1:2379".into(),
+                    "http://10.0.0.2:2379".into()
+                ],
+                prefix: "/corral".into(),
+            }
+        );
+        assert!(StoreConfig::from_flag(Some("mysql://x"), dir).is_err());
+        assert!(StoreConfig::from_flag(Some("etcd://"), dir).is_err());
+    }
+
+    #[tokio::test]
+    async fn compactor_keeps_one_interval_and_the_last_revisions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(&dir.path().join("s.redb")).expect("open");
+        let mut rev = store.create("/k", vec![]).await.expect("create");
+        let first = compact_once(&store, None, 2).await.expect("tick");
+        assert_eq!(store.compacted_revision().await.expect("compacted"), 0);
+        for _ in 0..10 {
+            rev = store.update("/k", vec![], rev).await.expect("update");
+        }
+        let second = compact_once(&store, Some(first), 2).await.expect("tick");
+        assert_eq!(second, rev);
+        assert_eq!(store.compacted_revision().await.expect("compacted"), first);
+        compact_once(&store, Some(second), 2).await.expect("tick");
+        assert_eq!(
+            store.compacted_revision().await.expect("compacted"),
+            rev - 2
+        );
     }
 }
