@@ -1,4 +1,121 @@
-fn main() {
-    eprintln!("corral-master: not built yet");
-    std::process::exit(2);
+//! `corral-master`: the API server on the embedded store or etcd.
+//!
+//! On first start it makes its CA, serving certificate and tokens under
+//! `--data-dir`, and (re)writes `DATA_DIR/admin.kubeconfig` on every start.
+//! The address it listens on is printed on stdout as `listening on ADDR`
+//! (useful with `--listen 127.0.0.1:0`).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use corral_master::api::{self, Api};
+use corral_master::config::Config;
+use corral_master::store::{embedded::EmbeddedStore, Store};
+use corral_master::{auth, tls};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+fn main() -> ExitCode {
+    let mut config = Config::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("corral-master: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(&mut config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corral-master: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: &mut Config) -> anyhow::Result<()> {
+    let dir = config.data_dir.clone();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+    // Bound first so `--listen HOST:0` learns its port before the
+    // kubeconfig is written.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    config.listen = listener
+        .local_addr()
+        .context("reading the listen address")?;
+
+    let names = tls::serving_names(config.listen, config.advertise_address.as_deref());
+    let pki = tls::load_or_create(&dir, &names)?;
+    let tokens = auth::Tokens::load_or_create(&dir)?;
+    let kubeconfig = dir.join("admin.kubeconfig");
+    auth::write_kubeconfig(
+        &kubeconfig,
+        &config.server_url(),
+        &pki.ca_pem,
+        tokens.admin_token(),
+    )?;
+
+    let store = open_store(config)?;
+    if let Some(every) = config.compact_interval() {
+        let keep = i64::try_from(config.compact_keep).unwrap_or(i64::MAX);
+        tokio::spawn(compact_every(store.clone(), every, keep));
+    }
+    let api = Arc::new(Api::new(store, tokens, config.max_body_bytes));
+    api.init()
+        .await
+        .map_err(|s| anyhow::anyhow!("creating the system namespaces: {s}"))?;
+
+    println!("listening on {}", config.listen);
+    eprintln!(
+        "corral-master: serving {} (kubeconfig {})",
+        config.server_url(),
+        kubeconfig.display()
+    );
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = api::serve(api, listener, pki.server_config) => r.context("accepting connections")?,
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = &config.store {
+        anyhow::bail!("--store {url}: only the embedded store is available in this build");
+    }
+    let path = config.data_dir.join("store.redb");
+    let store = EmbeddedStore::open(&path)?;
+    Ok(Arc::new(store))
+}
+
+/// Keeps the last `keep` revisions of history for watchers to resume from.
+async fn compact_every(store: Arc<dyn Store>, every: std::time::Duration, keep: i64) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let target = match store.current_revision().await {
+            Ok(rev) => rev.saturating_sub(keep),
+            Err(e) => {
+                eprintln!("corral-master: compaction: {e}");
+                continue;
+            }
+        };
+        if target > 0 {
+            if let Err(e) = store.compact(target).await {
+                eprintln!("corral-master: compaction to revision {target}: {e}");
+            }
+        }
+    }
 }
