@@ -16,3 +16,6 @@ pub mod state;
 pub mod static_pods;
 
 pub use pods::{Agent, ContainerRef, LookupError};
+pub mod http;
+pub mod node;
+pub mod stats;
