@@ -16,6 +16,7 @@ pub mod console;
 pub mod corral;
 pub mod host;
 pub mod layer_fixtures;
+pub mod master;
 pub mod net;
 pub mod registry;
 pub mod rootfs;

@@ -14,10 +14,11 @@ use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
 use corral_api::Status;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::Method;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -76,16 +77,12 @@ impl Api {
                 self.max_body
             )))
         };
-        let declared = header(CONTENT_LENGTH).and_then(|l| l.parse::<usize>().ok());
-        if declared.is_some_and(|l| l > self.max_body) {
-            return too_large();
-        }
         let (content_type, accept) = (header(CONTENT_TYPE), header(ACCEPT));
         let method = req.method().clone();
         let query = request::parse_query(req.uri().query());
-        let body = match Limited::new(req.into_body(), self.max_body).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        let body = match read_body(req.into_body(), self.max_body).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return too_large(),
             Err(e) => return status(&Status::bad_request(format!("reading the body: {e}"))),
         };
         let req = Request {
@@ -193,6 +190,30 @@ impl Api {
             (None, _) => Err(not_found().into()),
         })
     }
+}
+
+/// Past this many bytes an oversized body is no longer drained: the
+/// connection is dropped instead of read to its end.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The whole body, or None when it is larger than `max`. An oversized body
+/// is still read (and dropped) so that the client, which is usually still
+/// sending, gets the 413 reply instead of a reset connection.
+async fn read_body(mut body: Incoming, max: usize) -> Result<Option<Bytes>, hyper::Error> {
+    let mut buf = BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total <= max {
+            buf.extend_from_slice(&data);
+        } else if total > DRAIN_LIMIT {
+            return Ok(None);
+        }
+    }
+    Ok((total <= max).then(|| buf.freeze()))
 }
 
 /// Accepts TLS connections on `listener` until it fails; one task per connection.
