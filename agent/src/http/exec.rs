@@ -218,16 +218,10 @@ impl Session {
         let Some(code) = supervise(&mut child, stream, input).await else {
             return Ok(None);
         };
-        let mut stderr_text = Vec::new();
-        for (i, task) in outputs.into_iter().enumerate() {
-            if let Some(task) = task {
-                let kept = tokio::time::timeout(DRAIN, task).await;
-                if let (1, Ok(Ok(text))) = (i, kept) {
-                    stderr_text = text;
-                }
-            }
+        for task in outputs.into_iter().flatten() {
+            let _ = tokio::time::timeout(DRAIN, task).await;
         }
-        Ok(Some(exit_status(&self.req.command, code, &stderr_text)))
+        Ok(Some(exit_status(&self.req.command, code)))
     }
 
     async fn run_tty(
@@ -241,16 +235,14 @@ impl Session {
             .command(Some(console.path()))
             .spawn()
             .map_err(|e| spawn_error(&self.runtime, e))?;
-        let stderr = child.stderr.take().map(|e| pump(e, STDERR, None));
+        // The runtime's own errors; the process's stderr is the terminal.
+        let stderr = child
+            .stderr
+            .take()
+            .map(|e| pump(e, STDERR, self.req.stderr.then(|| tx.clone())));
         let master = match receive_master(console, &mut child).await {
             Ok(m) => m,
-            Err(code) => {
-                let text = match stderr {
-                    Some(t) => t.await.unwrap_or_default(),
-                    None => Vec::new(),
-                };
-                return Ok(Some(exit_status(&self.req.command, code, &text)));
-            }
+            Err(code) => return Ok(Some(exit_status(&self.req.command, code))),
         };
         let reader = std::fs::File::from(
             master
@@ -279,15 +271,10 @@ impl Session {
             return Ok(None);
         };
         let _ = tokio::time::timeout(DRAIN, output).await;
-        let text = match stderr {
-            Some(t) => tokio::time::timeout(DRAIN, t)
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
-        Ok(Some(exit_status(&self.req.command, code, &text)))
+        if let Some(t) = stderr {
+            let _ = tokio::time::timeout(DRAIN, t).await;
+        }
+        Ok(Some(exit_status(&self.req.command, code)))
     }
 }
 
@@ -327,24 +314,19 @@ async fn wait_code(child: &mut Child) -> i32 {
     child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1)
 }
 
-/// Copy a stream to the socket (when `to` is set); returns the last bytes
-/// read (up to 4 KiB), which carry the runtime's error when it failed.
+/// Copy a stream to the socket (when `to` is set; else read and drop it,
+/// so the writer never blocks on a full pipe).
 fn pump(
     mut from: impl AsyncRead + Send + Unpin + 'static,
     stream: u8,
     to: Option<Out>,
-) -> tokio::task::JoinHandle<Vec<u8>> {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 32 * 1024];
-        let mut tail = Vec::new();
         // A terminal gives EIO once its last writer closed: that is EOF.
         while let Ok(n) = from.read(&mut buf).await {
             if n == 0 {
                 break;
-            }
-            tail.extend_from_slice(&buf[..n]);
-            if tail.len() > 4096 {
-                tail.drain(..tail.len() - 4096);
             }
             if let Some(tx) = &to {
                 if tx.send(frame(stream, &buf[..n])).await.is_err() {
@@ -352,7 +334,6 @@ fn pump(
                 }
             }
         }
-        tail
     })
 }
 
@@ -455,7 +436,7 @@ fn resize(master: &OwnedFd, json: &[u8]) {
 
 /// The Status kubelet sends on the error stream when the process ended:
 /// Success, or NonZeroExitCode with the code as the cause's message.
-fn exit_status(command: &[String], code: i32, stderr_tail: &[u8]) -> Status {
+fn exit_status(command: &[String], code: i32) -> Status {
     if code == 0 {
         return Status::success();
     }
@@ -474,7 +455,6 @@ fn exit_status(command: &[String], code: i32, stderr_tail: &[u8]) -> Status {
         }],
         ..StatusDetails::default()
     });
-    let _ = stderr_tail;
     s
 }
 
@@ -497,10 +477,10 @@ mod tests {
 
     #[test]
     fn exit_status_shape() {
-        let ok = serde_json::to_value(exit_status(&[], 0, b"")).unwrap();
+        let ok = serde_json::to_value(exit_status(&[], 0)).unwrap();
         assert_eq!(ok["status"], "Success");
         let cmd = vec!["sh".to_string()];
-        let v = serde_json::to_value(exit_status(&cmd, 3, b"")).unwrap();
+        let v = serde_json::to_value(exit_status(&cmd, 3)).unwrap();
         assert_eq!(v["status"], "Failure");
         assert_eq!(v["reason"], "NonZeroExitCode");
         assert_eq!(v["details"]["causes"][0]["reason"], "ExitCode");

@@ -92,6 +92,7 @@ pub(super) async fn summary(State(state): State<AppState>) -> Response {
 }
 
 fn collect(state: &AppState) -> Result<Summary, Box<Status>> {
+    let started = Instant::now();
     let node_usage = stats::node_usage().map_err(internal)?;
     let total = stats::memory_total().map_err(internal)?;
     let node_name = match &state.node.hostname {
@@ -108,6 +109,12 @@ fn collect(state: &AppState) -> Result<Summary, Box<Status>> {
         .iter()
         .map(|p| pod_stats(state, p))
         .collect();
+    // Forget cgroups this request did not see (pods gone, containers restarted).
+    state
+        .cpu_samples
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|_, (_, at)| *at >= started);
     Ok(Summary {
         node: NodeStats {
             node_name,
