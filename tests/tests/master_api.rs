@@ -118,7 +118,7 @@ fn pod_verbs() {
         &format!("{PODS}?fieldSelector=metadata.name%3D{gname}"),
         None,
     );
-    assert_eq!(names(&l), [gname.clone()]);
+    assert_eq!(names(&l), std::slice::from_ref(&gname));
     let (_, l) = m.call(Method::GET, "/api/v1/pods", None);
     assert_eq!(names(&l).len(), 2);
     for i in 0..3 {
@@ -414,7 +414,7 @@ fn watch_resumes_in_order() {
     // out of the selector is a DELETED for that watcher.
     let events = watch_events(
         &m,
-        &format!("/api/v1/watch/namespaces/default/pods?labelSelector=w%3D1&timeoutSeconds=20"),
+        "/api/v1/watch/namespaces/default/pods?labelSelector=w%3D1&timeoutSeconds=20",
         2,
         || {
             m.patch(
