@@ -14,8 +14,7 @@ use anyhow::Context;
 use clap::Parser;
 use corral_master::api::{self, Api};
 use corral_master::config::Config;
-use corral_master::store::{embedded::EmbeddedStore, Store};
-use corral_master::{auth, tls};
+use corral_master::{auth, store, tls};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -65,10 +64,11 @@ async fn run(config: &mut Config) -> anyhow::Result<()> {
         tokens.admin_token(),
     )?;
 
-    let store = open_store(config)?;
+    let store_config = store::StoreConfig::from_flag(config.store.as_deref(), &dir)?;
+    let store = store::open(&store_config).await?;
     if let Some(every) = config.compact_interval() {
         let keep = i64::try_from(config.compact_keep).unwrap_or(i64::MAX);
-        tokio::spawn(compact_every(store.clone(), every, keep));
+        store::spawn_compactor(store.clone(), every, keep);
     }
     let api = Arc::new(Api::new(store, tokens, config.max_body_bytes));
     api.init()
@@ -90,32 +90,3 @@ async fn run(config: &mut Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    if let Some(url) = &config.store {
-        anyhow::bail!("--store {url}: only the embedded store is available in this build");
-    }
-    let path = config.data_dir.join("store.redb");
-    let store = EmbeddedStore::open(&path)?;
-    Ok(Arc::new(store))
-}
-
-/// Keeps the last `keep` revisions of history for watchers to resume from.
-async fn compact_every(store: Arc<dyn Store>, every: std::time::Duration, keep: i64) {
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let target = match store.current_revision().await {
-            Ok(rev) => rev.saturating_sub(keep),
-            Err(e) => {
-                eprintln!("corral-master: compaction: {e}");
-                continue;
-            }
-        };
-        if target > 0 {
-            if let Err(e) = store.compact(target).await {
-                eprintln!("corral-master: compaction to revision {target}: {e}");
-            }
-        }
-    }
-}
