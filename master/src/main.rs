@@ -89,4 +89,3 @@ async fn run(config: &mut Config) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
