@@ -1,7 +1,7 @@
 //! The master: see ARCHITECTURE.md.
-pub mod store;
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod files;
+pub mod store;
 pub mod tls;
