@@ -14,6 +14,7 @@ pub mod agent_backend;
 pub mod bundle;
 pub mod console;
 pub mod corral;
+pub mod etcd;
 pub mod host;
 pub mod layer_fixtures;
 pub mod master;

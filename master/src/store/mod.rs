@@ -20,8 +20,10 @@ use tokio::sync::mpsc;
 mod codec;
 pub mod conformance;
 pub mod embedded;
+pub mod etcd;
 
 pub use embedded::EmbeddedStore;
+pub use etcd::EtcdStore;
 
 /// One stored object at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,10 +283,12 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>> {
                 .map_err(|e| StoreError::Config(format!("opening the embedded store: {e}")))??;
             Ok(Arc::new(store))
         }
-        StoreConfig::Etcd { endpoints, .. } => Err(StoreError::Config(format!(
-            "etcd store ({}): the etcd backend is not in this build yet",
-            endpoints.join(",")
-        ))),
+        StoreConfig::Etcd { endpoints, prefix } => {
+            let store = EtcdStore::new(endpoints.clone(), prefix)?;
+            // Fail at start, not at the first request, when etcd is unreachable.
+            store.current_revision().await?;
+            Ok(Arc::new(store))
+        }
     }
 }
 
