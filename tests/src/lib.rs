@@ -10,6 +10,7 @@
 //! Tests skip with a printed reason (see [`skip!`]) when the host lacks something
 //! they need; they never pass without checking anything.
 
+pub mod agent;
 pub mod agent_backend;
 pub mod bundle;
 pub mod console;
