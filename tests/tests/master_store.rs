@@ -232,3 +232,212 @@ async fn embedded_file_stays_bounded_with_compaction() {
         "file grew from {early} to {late} bytes over 5 compacted rounds: {sizes:?}"
     );
 }
+
+/// Store figures for `scripts/bench-api` (ignored: run with `--ignored`; release
+/// build for real numbers). `CORRAL_BENCH_OBJECTS` (default 10000) pod-sized
+/// objects, `CORRAL_BENCH_CLIENTS` (default 16) concurrent clients, on the
+/// embedded store and, when installed, on etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn store_bench() {
+    let objects = env_usize("CORRAL_BENCH_OBJECTS", 10_000);
+    let clients = env_usize("CORRAL_BENCH_CLIENTS", 16);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.redb");
+    let embedded: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&path).expect("open"));
+    bench_one("embedded", embedded, objects, clients, || {
+        std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+    })
+    .await;
+    if let Some(why) = etcd::missing() {
+        println!("etcd: skipped: {why}");
+        return;
+    }
+    let server = Etcd::start();
+    let store: Arc<dyn Store> =
+        Arc::new(EtcdStore::new(vec![server.endpoint.clone()], "").expect("etcd store"));
+    let data = server.data_dir().join("data");
+    bench_one("etcd", store, objects, clients, || dir_size(&data)).await;
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+/// A pod-shaped JSON value of about 1.5 KB.
+fn pod_json(i: usize, generation: usize) -> Vec<u8> {
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("pod-{i}"), "namespace": "bench",
+                     "labels": {"app": "bench", "shard": (i % 10).to_string()},
+                     "annotations": {"generation": generation.to_string()}},
+        "spec": {"containers": [{"name": "c", "image": "docker.io/library/busybox:latest",
+                 "command": ["httpd", "-f", "-p", "8080"],
+                 "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}],
+                 "nodeName": format!("node-{}", i % 100)},
+        "status": {"phase": "Running", "podIP": format!("10.244.{}.{}", i / 250 % 250, i % 250),
+                   "conditions": [{"type": "Ready", "status": "True"}],
+                   "padding": "x".repeat(800)},
+    });
+    serde_json::to_vec(&pod).expect("json")
+}
+
+fn pod_key(i: usize) -> String {
+    format!("/registry/pods/bench/pod-{i}")
+}
+
+/// Run `op(i)` for i in 0..n over `clients` tasks; (elapsed, sorted latencies).
+async fn timed<F, Fut>(n: usize, clients: usize, op: F) -> (Duration, Vec<Duration>)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                for i in (c..n).step_by(clients) {
+                    let t = Instant::now();
+                    op(i).await;
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await.expect("bench task"));
+    }
+    all.sort_unstable();
+    (start.elapsed(), all)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted
+        .get(idx)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+fn report(backend: &str, what: &str, n: usize, elapsed: Duration, lat: &[Duration]) {
+    println!(
+        "{backend:9} {what:28} {n:7} ops {:9.0} ops/s  p50 {:7.2} ms  p99 {:7.2} ms",
+        n as f64 / elapsed.as_secs_f64(),
+        pct(lat, 0.5),
+        pct(lat, 0.99)
+    );
+}
+
+async fn bench_one(
+    backend: &str,
+    store: Arc<dyn Store>,
+    n: usize,
+    clients: usize,
+    size: impl Fn() -> u64,
+) {
+    let s = store.clone();
+    let (t, lat) = timed(n, clients, move |i| {
+        let s = s.clone();
+        async move {
+            s.create(&pod_key(i), pod_json(i, 0)).await.expect("create");
+        }
+    })
+    .await;
+    report(backend, &format!("create ({clients} clients)"), n, t, &lat);
+
+    let start = store.current_revision().await.expect("revision");
+    let mut watch = store.watch("/registry/pods/", start).await.expect("watch");
+    let watched = tokio::spawn(async move {
+        let t = Instant::now();
+        for _ in 0..n {
+            watch.next().await.expect("open").expect("event");
+        }
+        t.elapsed()
+    });
+    let s = store.clone();
+    let (t, lat) = timed(n, clients, move |i| {
+        let s = s.clone();
+        async move {
+            let kv = s.get(&pod_key(i)).await.expect("get").expect("pod");
+            s.update(&pod_key(i), pod_json(i, 1), kv.mod_revision)
+                .await
+                .expect("update");
+        }
+    })
+    .await;
+    report(
+        backend,
+        &format!("get+update ({clients} clients)"),
+        n,
+        t,
+        &lat,
+    );
+    let w = watched.await.expect("watcher");
+    println!(
+        "{backend:9} watch delivered {n} updates in {:.0} ms",
+        w.as_secs_f64() * 1000.0
+    );
+
+    let seq = n.min(1000);
+    let s = store.clone();
+    let (t, lat) = timed(seq, 1, move |i| {
+        let s = s.clone();
+        async move {
+            let kv = s.get(&pod_key(i)).await.expect("get").expect("pod");
+            s.update(&pod_key(i), pod_json(i, 2), kv.mod_revision)
+                .await
+                .expect("update");
+        }
+    })
+    .await;
+    report(backend, "get+update (1 client)", seq, t, &lat);
+
+    let s = store.clone();
+    let (t, lat) = timed(n, clients, move |i| {
+        let s = s.clone();
+        async move {
+            s.get(&pod_key(i)).await.expect("get").expect("pod");
+        }
+    })
+    .await;
+    report(backend, &format!("get ({clients} clients)"), n, t, &lat);
+
+    let mut lists = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let all = store
+            .list("/registry/pods/", Default::default())
+            .await
+            .expect("list");
+        lists.push(t.elapsed());
+        assert_eq!(all.items.len(), n);
+    }
+    lists.sort_unstable();
+    println!(
+        "{backend:9} list of {n} objects: median {:.1} ms, max {:.1} ms; store size {:.1} MB",
+        pct(&lists, 0.5),
+        pct(&lists, 1.0),
+        size() as f64 / 1e6
+    );
+}
