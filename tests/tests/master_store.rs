@@ -48,7 +48,7 @@ async fn etcd_conformance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_fails_over_to_a_live_endpoint() {
+async fn etcd_fails_over_and_keeps_prefixes_apart() {
     if let Some(why) = etcd::missing() {
         skip!("{why}");
     }
@@ -70,6 +70,19 @@ async fn etcd_fails_over_to_a_live_endpoint() {
         .expect("stream open")
         .expect("event");
     assert_eq!(event.revision(), rev);
+
+    // Stores with prefixes /c and /cx on one etcd do not see each other's keys.
+    let c = EtcdStore::new(vec![server.endpoint.clone()], "/c").expect("store");
+    let cx = EtcdStore::new(vec![server.endpoint.clone()], "/cx").expect("store");
+    c.create("/k", b"c".to_vec()).await.expect("create");
+    cx.create("/k", b"cx".to_vec()).await.expect("create");
+    let listed = c.list("", Default::default()).await.expect("list");
+    let keys: Vec<_> = listed
+        .items
+        .iter()
+        .map(|kv| (kv.key.as_str(), kv.value.as_slice()))
+        .collect();
+    assert_eq!(keys, [("/k", b"c".as_slice())]);
 
     let only_dead = EtcdStore::new(vec![dead.clone()], "").expect("store");
     let err = only_dead.get("/x").await.expect_err("no etcd there");

@@ -70,6 +70,15 @@ impl EtcdStore {
         format!("{}{key}", self.prefix)
     }
 
+    /// The etcd range for keys under `prefix`. Keys start with '/', so an empty
+    /// prefix means `<store prefix>/`: a store prefix `/a` must not see `/ab/...`.
+    fn full_prefix(&self, prefix: &str) -> String {
+        if prefix.is_empty() && !self.prefix.is_empty() {
+            return format!("{}/", self.prefix);
+        }
+        self.full(prefix)
+    }
+
     /// POST `body` to `path`, trying the endpoints in turn while they refuse the
     /// connection.
     async fn call(&self, path: &str, body: &Value) -> Result<Value, CallError> {
@@ -301,7 +310,7 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult> {
-        let full_prefix = self.full(prefix);
+        let full_prefix = self.full_prefix(prefix);
         let start = match &opts.start_after {
             Some(after) if after.as_str() >= prefix => format!("{}\0", self.full(after)),
             _ => full_prefix.clone(),
@@ -492,7 +501,7 @@ impl Watcher {
     }
 
     async fn connect_and_stream(&mut self) -> Ended {
-        let full = self.store.full(&self.prefix);
+        let full = self.store.full_prefix(&self.prefix);
         let body = json!({"create_request": {
             "key": b64(&full),
             "range_end": b64_bytes(&prefix_end(&full)),
