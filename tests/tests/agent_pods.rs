@@ -307,6 +307,14 @@ fn failing_probes_keep_unready_or_restart() {
         app(p, 1)["restartCount"].as_i64() >= Some(1)
             && app(p, 2)["restartCount"].as_i64() >= Some(1)
     });
+    for i in [1, 2] {
+        // sleep as pid 1 ignores SIGTERM: killed after the 1 s grace period.
+        assert_eq!(
+            app(&p, i)["lastState"]["terminated"]["exitCode"],
+            137,
+            "{p}"
+        );
+    }
     assert_eq!(app(&p, 0)["ready"], false, "{p}");
     assert_eq!(
         app(&p, 0)["restartCount"],
@@ -359,12 +367,19 @@ fn termination_is_graceful_then_forced() {
                    "terminationGracePeriodSeconds": 2}),
         )],
     );
+    // The polite container's preStop hook leaves a mark in a hostPath dir.
+    let marks = t.path("marks");
+    std::fs::create_dir_all(&marks).unwrap_or_else(|e| panic!("mkdir marks: {e}"));
+    let mut polite = sh_container("c", "trap 'exit 0' TERM; while true; do sleep 0.2; done");
+    polite["volumeMounts"] = json!([{"name": "marks", "mountPath": "/marks"}]);
+    polite["lifecycle"] =
+        json!({"preStop": {"exec": {"command": ["sh", "-c", "echo prestop > /marks/stopped"]}}});
     t.write_pods(
         "polite.json",
         &[pod_manifest(
             "polite",
-            json!({"containers": [sh_container("c", "trap 'exit 0' TERM; while true; do sleep 0.2; done")],
-                   "terminationGracePeriodSeconds": 30}),
+            json!({"containers": [polite], "terminationGracePeriodSeconds": 30,
+                   "volumes": [{"name": "marks", "hostPath": {"path": marks}}]}),
         )],
     );
     t.wait_phase("stubborn", "Running", T);
@@ -377,6 +392,8 @@ fn termination_is_graceful_then_forced() {
         polite < Duration::from_secs(5),
         "polite pod took {polite:?}"
     );
+    let mark = std::fs::read_to_string(marks.join("stopped")).unwrap_or_default();
+    assert_eq!(mark, "prestop\n", "the preStop hook ran");
     let stubborn = time_removal(&t, "stubborn.json", "stubborn");
     assert!(
         stubborn >= Duration::from_secs(2) && stubborn < Duration::from_secs(10),
@@ -617,4 +634,94 @@ fn api_needs_the_token_and_serves_logs() {
     let p = t.pod("talker").unwrap_or_default();
     assert_eq!(container_id(&p), id, "{p}");
     assert_eq!(restarts(&p), 0, "{p}");
+}
+
+#[test]
+fn changes_while_the_agent_is_down_are_caught_up() {
+    let Some(mut t) = setup(14) else {
+        skip!("no setup")
+    };
+    let sleeper = |name: &str, policy: &str| {
+        pod_manifest(
+            name,
+            json!({"containers": [sh_container("c", "trap 'exit 0' TERM; while true; do sleep 0.1; done")],
+                   "restartPolicy": policy, "terminationGracePeriodSeconds": 1}),
+        )
+    };
+    t.write_pods("gone.json", &[sleeper("gone", "Always")]);
+    t.write_pods("changed.json", &[sleeper("changed", "Always")]);
+    t.write_pods("never.json", &[sleeper("never", "Never")]);
+    t.write_pods("onfail.json", &[sleeper("onfail", "OnFailure")]);
+    t.write_pods(
+        "writer.json",
+        &[pod_manifest(
+            "writer",
+            json!({"containers": [sh_container("c",
+                "i=0; while [ $i -lt 100 ]; do echo line-$i; i=$((i+1)); sleep 0.05; done; exec sleep 1000")],
+                   "terminationGracePeriodSeconds": 1}),
+        )],
+    );
+    let mut running = std::collections::BTreeMap::new();
+    for n in ["gone", "changed", "never", "onfail", "writer"] {
+        let p = t.wait_pod(n, T, |p| app(p, 0)["state"]["running"].is_object());
+        running.insert(n, p);
+    }
+    t.kill9();
+    t.remove_manifest("gone.json");
+    t.write_pods("changed.json", &[sleeper("changed", "OnFailure")]);
+    // SIGKILL: exit 137 for the Never pod; SIGTERM: the trap exits 0.
+    for (name, sig) in [("never", libc::SIGKILL), ("onfail", libc::SIGTERM)] {
+        let pid = runtime_pid(&t, &running[name]) as i32;
+        // SAFETY: kill has no memory-safety preconditions; the pid is this
+        // test pod's container, read from the runtime state just above.
+        unsafe { libc::kill(pid, sig) };
+        let dead = corral_tests::host::wait_until(T, || !corral_tests::host::pid_alive(pid));
+        assert!(dead, "{name}: container {pid} survived signal {sig}");
+    }
+    t.start();
+    t.wait_gone("gone", T);
+    let old_uid = running["changed"]["metadata"]["uid"].clone();
+    let p = t.wait_pod("changed", T, |p| {
+        p["metadata"]["uid"] != old_uid && app(p, 0)["state"]["running"].is_object()
+    });
+    assert_eq!(p["spec"]["restartPolicy"], "OnFailure", "{p}");
+    let p = t.wait_phase("never", "Failed", T);
+    assert_eq!(app(&p, 0)["state"]["terminated"]["exitCode"], 137, "{p}");
+    assert_eq!(restarts(&p), 0, "{p}");
+    let p = t.wait_phase("onfail", "Succeeded", T);
+    assert_eq!(app(&p, 0)["state"]["terminated"]["exitCode"], 0, "{p}");
+    assert_eq!(restarts(&p), 0, "{p}");
+    // Every line the writer printed while the agent was away is in its log.
+    let mut last = String::new();
+    let complete = corral_tests::host::wait_until(T, || {
+        last = t
+            .get("/containerLogs/default/writer/c", Some(TOKEN))
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        last.contains("line-99")
+    });
+    assert!(complete, "writer log: {last}");
+    let lines: Vec<&str> = last.lines().collect();
+    let want: Vec<String> = (0..100).map(|i| format!("line-{i}")).collect();
+    assert_eq!(lines, want, "the log is complete and in order");
+    // A pod added now gets an address no other pod holds.
+    t.write_pods("fresh.json", &[sleeper("fresh", "Always")]);
+    let p = t.wait_phase("fresh", "Running", T);
+    let mut ips: Vec<String> = ["changed", "never", "onfail", "writer", "fresh"]
+        .iter()
+        .filter_map(|n| t.pod(n))
+        .filter_map(|p| p["status"]["podIP"].as_str().map(String::from))
+        .collect();
+    let n = ips.len();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), n, "distinct pod IPs: {ips:?} ({p})");
+    let clean = corral_tests::host::wait_until(T, || {
+        !t.pod_dirs().iter().any(|d| d.starts_with("default_gone_"))
+    });
+    assert!(
+        clean,
+        "the removed pod's directory stays: {:?}",
+        t.pod_dirs()
+    );
 }
