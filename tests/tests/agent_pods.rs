@@ -62,6 +62,15 @@ fn static_pod_lifecycle() {
     });
     let ip = p["status"]["podIP"].as_str().unwrap_or("").to_string();
     assert!(ip.starts_with("10.215.1."), "podIP {ip:?}");
+    assert_eq!(p["status"]["hostIP"], "10.215.1.1", "{p}");
+    assert!(p["status"]["startTime"].is_string(), "{p}");
+    assert_eq!(ready(&p), Some(true), "{p}");
+    assert!(
+        app(&p, 0)["imageID"]
+            .as_str()
+            .is_some_and(|s| s.contains("sha256:")),
+        "{p}"
+    );
     let uid1 = p["metadata"]["uid"].as_str().unwrap_or("").to_string();
     let id1 = container_id(&p);
     assert!(!id1.is_empty(), "{p}");
@@ -723,5 +732,52 @@ fn changes_while_the_agent_is_down_are_caught_up() {
         clean,
         "the removed pod's directory stays: {:?}",
         t.pod_dirs()
+    );
+}
+
+#[test]
+fn kill_9_while_a_pod_terminates_finishes_the_removal() {
+    let Some(mut t) = setup(15) else {
+        skip!("no setup")
+    };
+    t.write_pods(
+        "slow.json",
+        &[pod_manifest(
+            "slow",
+            json!({"containers": [sh_container("c", "trap '' TERM; while true; do sleep 0.2; done")],
+                   "terminationGracePeriodSeconds": 4}),
+        )],
+    );
+    t.wait_phase("slow", "Running", T);
+    t.remove_manifest("slow.json");
+    // The agent notices the removal within its 1 s poll and starts the
+    // 4 s grace period; it dies in the middle of it.
+    let log_has_stopping =
+        corral_tests::host::wait_until(T, || t.agent_log().contains("pod default/slow: stopping"));
+    assert!(log_has_stopping, "{}", t.agent_log());
+    t.kill9();
+    assert_eq!(
+        t.runtime_containers().len(),
+        1,
+        "still running while the agent is down"
+    );
+    t.start();
+    let clean = corral_tests::host::wait_until(T, || {
+        t.runtime_containers().is_empty()
+            && t.ns_files().is_empty()
+            && t.pod_dirs().is_empty()
+            && t.snapshots().is_empty()
+            && t.leases().is_empty()
+            && !t.status_file("slow").exists()
+    });
+    assert!(
+        clean,
+        "left behind: runtime {:?} ns {:?} pods {:?} snapshots {:?} leases {:?}\n{}",
+        t.runtime_containers(),
+        t.ns_files(),
+        t.pod_dirs(),
+        t.snapshots(),
+        t.leases(),
+        t.agent_log()
     );
 }
