@@ -14,6 +14,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
+    #[command(flatten)]
+    pub cluster: crate::cluster::args::ClusterGlobal,
     #[command(subcommand)]
     pub verb: Verb,
 }
@@ -100,6 +102,8 @@ pub enum Verb {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    #[command(flatten)]
+    Cluster(crate::cluster::args::ClusterVerb),
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,10 +1,13 @@
 //! `corral`: run OCI images on this host without a daemon. Node-local verbs:
 //! `image pull|import|ls|inspect|rm|prune`, `run`, `ps`, `logs`, `stop`,
-//! `kill`, `rm`, `exec`, `inspect`. Each running container is supervised by
+//! `kill`, `rm`, `exec`, `inspect`; cluster verbs against corral-master
+//! (`apply`, `get`, `describe`, `delete`, `scale`, `rollout`, `cordon`,
+//! `uncordon`, `drain`, `config`) in `cluster/`. Each running container is supervised by
 //! its own `corral-shim` (stdio, log, exit record), so `corral` itself
 //! exits after every verb. See `corral --help` and ARCHITECTURE.md.
 
 mod cli;
+mod cluster;
 mod containers;
 mod exec;
 mod images;
@@ -71,6 +74,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
         Verb::Kill(a) => lifecycle::kill(g, a)?,
         Verb::Rm(a) => lifecycle::rm(g, a)?,
         Verb::Inspect { containers } => ps::inspect(g, containers)?,
+        Verb::Cluster(v) => return Ok(cluster::dispatch(&cli.cluster, v)),
     }
     Ok(0)
 }
