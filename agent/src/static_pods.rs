@@ -1,8 +1,11 @@
 //! Static pods: every Pod in the manifests directory (YAML or JSON, several
-//! per file) runs on this node, like kubelet's staticPodPath. The directory
-//! is polled every second; a file's pods get a uid derived from the file
-//! and its content, so a changed file replaces its pods and an unchanged
-//! one keeps them across agent restarts.
+//! per file) runs on this node, like kubelet's staticPodPath. An inotify
+//! watch on the directory wakes the scan as soon as a file is written (a
+//! full rescan also runs every few seconds, and every second where inotify is
+//! unavailable); files are parsed again only when their inode, size or mtime
+//! changed. A file's pods get a uid derived from the file and its content,
+//! so a changed file replaces its pods and an unchanged one keeps them
+//! across agent restarts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +17,12 @@ use sha2::{Digest, Sha256};
 
 use crate::Agent;
 
+/// Rescan period without inotify, and the longest wait with it.
 const POLL: Duration = Duration::from_secs(1);
+const RESCAN: Duration = Duration::from_secs(5);
+/// After the first event, wait this long for the rest of a burst (an editor's
+/// save, or many files copied at once) so they are applied in one pass.
+const SETTLE: Duration = Duration::from_millis(10);
 
 /// The pods of one manifest file, or why the file cannot be used.
 pub fn read_file(path: &Path, node_name: &str) -> Result<Vec<Pod>, String> {
@@ -88,6 +96,8 @@ fn is_manifest(p: &Path) -> bool {
 #[derive(Default)]
 pub struct Watcher {
     good: BTreeMap<PathBuf, Vec<Pod>>,
+    /// What each file looked like when last read, and what reading it gave.
+    seen: BTreeMap<PathBuf, (Stamp, Result<Vec<Pod>, String>)>,
     reported: BTreeMap<PathBuf, String>,
 }
 
@@ -108,10 +118,11 @@ impl Watcher {
             .unwrap_or_default();
         files.sort();
         self.good.retain(|p, _| files.contains(p));
+        self.seen.retain(|p, _| files.contains(p));
         let mut errors = BTreeMap::new();
         let mut desired: Vec<(Pod, PathBuf)> = Vec::new();
         for f in files {
-            match read_file(&f, node_name) {
+            match self.read_if_changed(&f, node_name) {
                 Ok(pods) => {
                     self.good.insert(f.clone(), pods);
                 }
@@ -147,11 +158,98 @@ impl Watcher {
     }
 }
 
-/// Poll the manifests directory forever, applying it to the agent and
+/// Identity of a file's content as the directory shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    })
+}
+
+impl Watcher {
+    /// `read_file`, or its remembered result when the file did not change.
+    fn read_if_changed(&mut self, f: &Path, node_name: &str) -> Result<Vec<Pod>, String> {
+        let now = stamp(f);
+        if let (Some(now), Some((then, result))) = (&now, self.seen.get(f)) {
+            if now == then {
+                return result.clone();
+            }
+        }
+        let result = read_file(f, node_name);
+        if let Some(now) = now {
+            self.seen.insert(f.to_path_buf(), (now, result.clone()));
+        }
+        result
+    }
+}
+
+/// Wakes the scan loop: on a change in the directory when inotify works,
+/// else after the poll period.
+struct Wakeup {
+    inotify: Option<nix::sys::inotify::Inotify>,
+}
+
+impl Wakeup {
+    fn new(dir: &Path) -> Wakeup {
+        use nix::sys::inotify::{AddWatchFlags as F, InitFlags, Inotify};
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).and_then(|i| {
+            let mask = F::IN_CLOSE_WRITE
+                | F::IN_MOVED_TO
+                | F::IN_MOVED_FROM
+                | F::IN_DELETE
+                | F::IN_CREATE
+                | F::IN_ATTRIB;
+            i.add_watch(dir, mask).map(|_| i)
+        });
+        match inotify {
+            Ok(i) => Wakeup { inotify: Some(i) },
+            Err(e) => {
+                eprintln!(
+                    "corral-agent: no inotify watch on {} ({e}); polling every {}s",
+                    dir.display(),
+                    POLL.as_secs()
+                );
+                Wakeup { inotify: None }
+            }
+        }
+    }
+
+    fn wait(&self) {
+        use std::os::fd::AsFd;
+        let Some(i) = &self.inotify else {
+            std::thread::sleep(POLL);
+            return;
+        };
+        let mut fds = [nix::poll::PollFd::new(
+            i.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let timeout = nix::poll::PollTimeout::try_from(RESCAN.as_millis() as i32)
+            .unwrap_or(nix::poll::PollTimeout::MAX);
+        if matches!(nix::poll::poll(&mut fds, timeout), Ok(n) if n > 0) {
+            std::thread::sleep(SETTLE);
+            // Drain: the events only say "look again"; the scan reads the truth.
+            while matches!(i.read_events(), Ok(ev) if !ev.is_empty()) {}
+        }
+    }
+}
+
+/// Watch the manifests directory forever, applying it to the agent and
 /// writing `<data>/status/manifest-errors.json`.
 pub fn watch(agent: Agent) {
     let mut w = Watcher::default();
     let cfg = agent.config().clone();
+    let wakeup = Wakeup::new(&cfg.manifests);
     loop {
         let (desired, errors) = w.scan(&cfg.manifests, &cfg.node_name);
         agent.apply(desired);
@@ -166,7 +264,7 @@ pub fn watch(agent: Agent) {
             }
         }
         agent.set_manifest_errors(errors);
-        std::thread::sleep(POLL);
+        wakeup.wait();
     }
 }
 
