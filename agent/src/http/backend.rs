@@ -3,7 +3,7 @@
 use corral_api::core::Pod;
 
 use super::{Backend, ContainerInfo, LookupError};
-use crate::pods::{Agent, ContainerRef, LookupError as AgentLookupError};
+use crate::pods::Agent;
 
 impl Backend for Agent {
     fn pods(&self) -> Vec<Pod> {
@@ -17,35 +17,5 @@ impl Backend for Agent {
         container: Option<&str>,
     ) -> Result<ContainerInfo, LookupError> {
         Agent::container(self, namespace, pod, container)
-            .map(info)
-            .map_err(lookup_error)
-    }
-}
-
-fn info(c: ContainerRef) -> ContainerInfo {
-    ContainerInfo {
-        runtime_id: c.runtime_id,
-        runtime_root: c.runtime_root,
-        log_path: c.log_path,
-        previous_log_path: c.previous_log_path,
-        pid: c.pid,
-        running: c.running,
-    }
-}
-
-fn lookup_error(e: AgentLookupError) -> LookupError {
-    match e {
-        AgentLookupError::PodNotFound { namespace, name } => {
-            LookupError::PodNotFound { namespace, name }
-        }
-        AgentLookupError::ContainerNotFound { pod, container } => {
-            LookupError::ContainerNotFound { pod, container }
-        }
-        AgentLookupError::ContainerRequired { pod, choices } => {
-            LookupError::ContainerRequired { pod, choices }
-        }
-        AgentLookupError::NotStarted { pod, container } => {
-            LookupError::NotStarted { pod, container }
-        }
     }
 }

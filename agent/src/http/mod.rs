@@ -51,32 +51,9 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<ContainerInfo, LookupError>;
 }
 
-/// Where a container lives on this host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerInfo {
-    /// The id for `corral-runtime --root <runtime_root> exec <id>`.
-    pub runtime_id: String,
-    pub runtime_root: PathBuf,
-    /// The current attempt's CRI log (may not exist yet).
-    pub log_path: PathBuf,
-    /// The previous attempt's log, if the container restarted.
-    pub previous_log_path: Option<PathBuf>,
-    /// Host pid of the container's init while it runs.
-    pub pid: Option<i32>,
-    pub running: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LookupError {
-    #[error("pods {name:?} not found")]
-    PodNotFound { namespace: String, name: String },
-    #[error("container {container} is not valid for pod {pod}")]
-    ContainerNotFound { pod: String, container: String },
-    #[error("a container name must be specified for pod {pod}, choose one of: [{}]", .choices.join(" "))]
-    ContainerRequired { pod: String, choices: Vec<String> },
-    #[error("container {container:?} in pod {pod:?} has not been started yet")]
-    NotStarted { pod: String, container: String },
-}
+/// Where a container lives on this host, and why a lookup failed: the pod
+/// engine's own types, so the API and the engine cannot drift apart.
+pub use crate::pods::{ContainerRef as ContainerInfo, LookupError};
 
 impl LookupError {
     fn status(&self) -> Status {
