@@ -4,7 +4,6 @@
 
 use std::io::IsTerminal;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -403,7 +402,7 @@ fn start(
     let terminal = a.tty.then(SavedTerminal::save).flatten();
     let mut cmd = Command::new(shim_binary(g));
     cmd.args(shim_args.to_args());
-    pass_fd(&mut cmd, &sync_wr);
+    corral_shim::sync::pass_fd(&mut cmd, &sync_wr);
     if a.detach {
         let log = std::fs::File::create(dir.join(SHIM_LOG))
             .with_context(|| format!("create {}", dir.join(SHIM_LOG).display()))?;
@@ -492,21 +491,6 @@ fn with_exit_command(g: &Global, mut s: ShimArgs, id: &str) -> Result<ShimArgs> 
     s.exit_command = Some(exe);
     s.exit_command_args = args;
     Ok(s)
-}
-
-/// Keep `fd` open across the exec of the child (it is O_CLOEXEC here).
-fn pass_fd(cmd: &mut Command, fd: &OwnedFd) {
-    let raw = fd.as_raw_fd();
-    // SAFETY: the closure runs between fork and exec and only calls fcntl,
-    // which is async-signal-safe; `raw` stays open in the parent until then.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 fn receive_report(rd: OwnedFd, child: &mut std::process::Child, detach: bool) -> Result<Report> {

@@ -3,7 +3,9 @@
 //! The caller reads to EOF: no report at all means the shim died first.
 
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +20,23 @@ pub enum Report {
     Started { pid: i32, shim_pid: i32 },
     /// Create or start failed; nothing of the container is left.
     Failed { error: String },
+}
+
+/// Keep the write end of the sync pipe open across the exec of the shim
+/// (callers make it O_CLOEXEC so no other child inherits it); pass its number
+/// with `--sync-fd`.
+pub fn pass_fd(cmd: &mut Command, fd: &OwnedFd) {
+    let raw = fd.as_raw_fd();
+    // SAFETY: the closure runs between fork and exec and only calls fcntl,
+    // which is async-signal-safe; `raw` stays open in the parent until then.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Send the report and close the fd.
