@@ -1,7 +1,10 @@
 //! The HTTPS front door: authentication, body limits, discovery and the
 //! routing of resource paths to the verbs in [`objects`] and [`watch`].
 
+mod delete;
 mod discovery;
+mod immutable;
+mod jsonpatch;
 mod objects;
 mod patch;
 mod request;
@@ -114,8 +117,8 @@ impl Api {
                 .into())
             }
         };
-        if req.param("dryRun").is_some_and(|d| !d.is_empty()) {
-            return Err(Status::bad_request("dryRun is not supported by this server").into());
+        if req.method != Method::GET {
+            req.dry_run()?;
         }
         let name = t.name.clone();
         let sub = t.subresource.as_deref();

@@ -118,7 +118,7 @@ pub fn decode_stored(kv: &KeyValue) -> ApiResult<Value> {
     Ok(v)
 }
 
-fn now() -> Value {
+pub fn now() -> Value {
     serde_json::to_value(Time::now()).unwrap_or(Value::Null)
 }
 
@@ -257,6 +257,7 @@ impl Api {
         info: &ResourceInfo,
         ns: Option<&str>,
         mut value: Value,
+        dry_run: bool,
     ) -> ApiResult<Value> {
         check_type(info, &mut value)?;
         let ns = self.request_namespace(info, ns, &value)?;
@@ -291,6 +292,21 @@ impl Api {
         let name = meta_str(&v, "name").to_string();
         if info.namespaced {
             self.require_namespace(&ns).await?;
+        }
+        if dry_run {
+            // As the real create would answer, minus the resourceVersion
+            // no write produced.
+            if self
+                .store
+                .get(&key(info, &ns, &name))
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+            {
+                return Err(Status::already_exists(info.group, info.plural, &name).into());
+            }
+            return Ok(v);
         }
         let rev = self
             .store
@@ -350,7 +366,12 @@ impl Api {
             return self.bind(&ns, &name, body).await;
         }
         let v = self
-            .create_value(t.info, t.namespace.as_deref(), req.body_value()?)
+            .create_value(
+                t.info,
+                t.namespace.as_deref(),
+                req.body_value()?,
+                req.dry_run()?,
+            )
             .await?;
         Ok(json(201, &v))
     }
@@ -467,7 +488,7 @@ impl Api {
         } else {
             updated_value(t.info, &old.value, body, sub, name)?
         };
-        let v = self.write_update(t.info, &old, new).await?;
+        let v = self.write_update(t.info, &old, new, req.dry_run()?).await?;
         Ok(self.subresource_response(t, v))
     }
 
@@ -480,12 +501,15 @@ impl Api {
     }
 
     /// Stores `new` over `old` (compare-and-swap on old's revision); an object
-    /// being deleted whose last finalizer is gone is deleted for real.
+    /// being deleted whose last finalizer is gone is deleted for real, and
+    /// then its dependents (background propagation). A dry run stores
+    /// nothing and answers with old's resourceVersion.
     pub async fn write_update(
         &self,
-        info: &ResourceInfo,
+        info: &'static ResourceInfo,
         old: &Stored,
         mut new: Value,
+        dry_run: bool,
     ) -> ApiResult<Value> {
         let name = meta_str(&new, "name").to_string();
         let finalizers_left = new
@@ -493,6 +517,10 @@ impl Api {
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty());
         let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+        if dry_run {
+            set_rv(&mut new, old.kv.mod_revision);
+            return Ok(new);
+        }
         if deleting && !finalizers_left {
             let (_, rev) = self
                 .store
@@ -500,6 +528,8 @@ impl Api {
                 .await
                 .map_err(|e| store_error(e, info, &name))?;
             set_rv(&mut new, rev);
+            self.collect_dependents(info, &new, super::delete::Propagation::Background)
+                .await?;
             return Ok(new);
         }
         let rev = self
@@ -514,7 +544,12 @@ impl Api {
     pub async fn patch(&self, t: &Target, req: &Request, name: &str) -> ApiResult<Resp> {
         let ns = t.namespace.as_deref().unwrap_or("");
         let kind = patch::Kind::from_media_type(&req.media_type())?;
-        let body = req.body_value()?;
+        let body = if kind == patch::Kind::Json {
+            req.body_json()?
+        } else {
+            req.body_value()?
+        };
+        let dry_run = req.dry_run()?;
         let has_precondition = !meta_str(&body, "resourceVersion").is_empty();
         let sub = t.subresource.as_deref();
         for _ in 0..RETRIES {
@@ -523,90 +558,27 @@ impl Api {
                 Err(e) if kind == patch::Kind::Apply && e.0.is_not_found() && sub.is_none() => {
                     let mut v = body.clone();
                     meta_mut(&mut v).insert("name".into(), name.into());
-                    let created = self.create_value(t.info, t.namespace.as_deref(), v).await?;
+                    let created = self
+                        .create_value(t.info, t.namespace.as_deref(), v, dry_run)
+                        .await?;
                     return Ok(json(201, &created));
                 }
                 Err(e) => return Err(e),
             };
             let new = if sub == Some("scale") {
-                let patched = kind.apply(scale_view(t.info, &old.value), &body);
+                let patched = kind.apply(scale_view(t.info, &old.value), &body)?;
                 apply_scale(t.info, &old.value, patched)?
             } else {
-                let patched = kind.apply(old.value.clone(), &body);
+                let patched = kind.apply(old.value.clone(), &body)?;
                 updated_value(t.info, &old.value, patched, sub, name)?
             };
-            match self.write_update(t.info, &old, new).await {
+            match self.write_update(t.info, &old, new, dry_run).await {
                 Err(e) if e.0.is_conflict() && !has_precondition => continue,
                 Err(e) => return Err(e),
                 Ok(v) => return Ok(self.subresource_response(t, v)),
             }
         }
         Err(Status::conflict(t.info.group, t.info.plural, name, Status::MODIFIED).into())
-    }
-
-    pub async fn delete(&self, t: &Target, req: &Request, name: &str) -> ApiResult<Resp> {
-        let ns = t.namespace.as_deref().unwrap_or("");
-        if t.info.kind == "Namespace" && SYSTEM_NAMESPACES.contains(&name) {
-            return Err(Status::forbidden(
-                "",
-                "namespaces",
-                name,
-                "this namespace may not be deleted",
-            )
-            .into());
-        }
-        let options = if req.body.is_empty() {
-            Value::Null
-        } else {
-            req.body_value()?
-        };
-        let old = self.get_stored(t.info, ns, name).await?;
-        check_preconditions(t.info, &old.value, &options, name)?;
-        let has_finalizers = old
-            .value
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty());
-        if has_finalizers {
-            if old.value.pointer("/metadata/deletionTimestamp").is_some() {
-                return Ok(json(200, &old.value));
-            }
-            let mut v = old.value.clone();
-            let meta = meta_mut(&mut v);
-            meta.insert("deletionTimestamp".into(), now());
-            meta.insert("deletionGracePeriodSeconds".into(), 0.into());
-            meta.remove("resourceVersion");
-            let v = self.write_update(t.info, &old, v).await?;
-            return Ok(json(200, &v));
-        }
-        if t.info.kind == "Namespace" {
-            self.delete_namespace_contents(name).await?;
-        }
-        let (_, rev) = self
-            .store
-            .delete(&old.kv.key, Some(old.kv.mod_revision))
-            .await
-            .map_err(|e| store_error(e, t.info, name))?;
-        let mut v = old.value;
-        set_rv(&mut v, rev);
-        Ok(json(200, &v))
-    }
-
-    async fn delete_namespace_contents(&self, ns: &str) -> ApiResult<()> {
-        for info in resource::RESOURCES.iter().filter(|r| r.namespaced) {
-            let page = self
-                .store
-                .list(&prefix(info, Some(ns)), ListOptions::default())
-                .await
-                .map_err(|e| store_error(e, info, ""))?;
-            for kv in page.items {
-                match self.store.delete(&kv.key, None).await {
-                    Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                    Err(e) => return Err(store_error(e, info, "")),
-                }
-            }
-        }
-        Ok(())
     }
 
     /// DELETE on a collection: every object the selectors match.
@@ -669,7 +641,7 @@ impl Api {
             v["spec"]["nodeName"] = node.clone().into();
             add_condition(&mut v, "PodScheduled");
             meta_mut(&mut v).remove("resourceVersion");
-            match self.write_update(pods, &old, v).await {
+            match self.write_update(pods, &old, v, false).await {
                 Err(e) if e.0.is_conflict() => continue,
                 Err(e) => return Err(e),
                 Ok(_) => {
@@ -688,7 +660,7 @@ impl Api {
             .ok_or_else(|| internal("namespaces missing from the table of kinds"))?;
         for ns in SYSTEM_NAMESPACES {
             let v = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            match self.create_value(info, None, v).await {
+            match self.create_value(info, None, v, false).await {
                 Ok(_) => {}
                 Err(e) if e.0.is_already_exists() => {}
                 Err(e) => return Err(e),
@@ -716,7 +688,7 @@ fn add_condition(v: &mut Value, type_: &str) {
     conds.push(json!({"type": type_, "status": "True", "lastProbeTime": null, "lastTransitionTime": now()}));
 }
 
-fn check_preconditions(
+pub fn check_preconditions(
     info: &ResourceInfo,
     old: &Value,
     options: &Value,
@@ -813,7 +785,11 @@ pub fn updated_value(
             .unwrap_or(0);
         meta_mut(&mut new).insert("generation".into(), (generation + 1).into());
     }
-    finalize(info, new)
+    let v = finalize(info, new)?;
+    if sub != Some("status") {
+        super::immutable::check(info, old, &v)?;
+    }
+    Ok(v)
 }
 
 /// autoscaling/v1 Scale of a Deployment or ReplicaSet.

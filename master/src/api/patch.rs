@@ -2,8 +2,10 @@
 //! as kubectl uses it (lists of named things merged by their key, the
 //! `$patch`, `$setElementOrder`, `$retainKeys` and `$deleteFromPrimitiveList`
 //! directives), and server-side apply simplified to "create, or merge the
-//! applied configuration like a strategic patch".
+//! applied configuration like a strategic patch". JSON patches (RFC 6902)
+//! are in [`super::jsonpatch`].
 
+use corral_api::meta::reasons;
 use corral_api::Status;
 use serde_json::{Map, Value};
 
@@ -14,6 +16,7 @@ pub enum Kind {
     Merge,
     Strategic,
     Apply,
+    Json,
 }
 
 impl Kind {
@@ -22,17 +25,26 @@ impl Kind {
             "application/merge-patch+json" => Ok(Kind::Merge),
             "application/strategic-merge-patch+json" => Ok(Kind::Strategic),
             "application/apply-patch+yaml" | "application/apply-patch+json" => Ok(Kind::Apply),
+            "application/json-patch+json" => Ok(Kind::Json),
             other => Err(Status::unsupported_media_type(other).into()),
         }
     }
 
-    pub fn apply(self, target: Value, patch: &Value) -> Value {
+    /// The patched object; a JSON patch that cannot be applied is a 422
+    /// (Kubernetes' answer), the other kinds always apply.
+    pub fn apply(self, target: Value, patch: &Value) -> ApiResult<Value> {
         let mut target = target;
         match self {
             Kind::Merge => merge(&mut target, patch),
             Kind::Strategic | Kind::Apply => strategic(&mut target, patch, ""),
+            Kind::Json => {
+                return super::jsonpatch::apply(&target, patch).map_err(|e| {
+                    Status::failure(422, reasons::INVALID, format!("the JSON patch failed: {e}"))
+                        .into()
+                })
+            }
         }
-        target
+        Ok(target)
     }
 }
 
@@ -198,7 +210,7 @@ mod tests {
                 {"name": "b", "$patch": "delete"},
                 {"name": "c", "image": "redis"}]},
             "metadata": {"finalizers": ["y"]}});
-        let out = Kind::Strategic.apply(t, &p);
+        let out = Kind::Strategic.apply(t, &p).unwrap();
         let cs = out["spec"]["containers"].as_array().unwrap();
         assert_eq!(cs.len(), 2);
         assert_eq!(cs[0]["image"], "busybox:2");
@@ -207,11 +219,13 @@ mod tests {
         assert_eq!(cs[1]["name"], "c");
         assert_eq!(out["metadata"]["finalizers"], json!(["x", "y"]));
         assert!(out["spec"].get("$setElementOrder/containers").is_none());
-        let out = Kind::Strategic.apply(
-            out,
-            &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["x"]},
+        let out = Kind::Strategic
+            .apply(
+                out,
+                &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["x"]},
                     "spec": {"$patch": "replace", "containers": []}}),
-        );
+            )
+            .unwrap();
         assert_eq!(out["metadata"]["finalizers"], json!(["y"]));
         assert_eq!(out["spec"], json!({"containers": []}));
     }
@@ -222,7 +236,18 @@ mod tests {
             Kind::from_media_type("application/merge-patch+json").unwrap(),
             Kind::Merge
         );
-        let e = Kind::from_media_type("application/json-patch+json").unwrap_err();
+        assert_eq!(
+            Kind::from_media_type("application/json-patch+json").unwrap(),
+            Kind::Json
+        );
+        let e = Kind::Json
+            .apply(
+                serde_json::json!({"a": 1}),
+                &serde_json::json!([{"op": "test", "path": "/a", "value": 2}]),
+            )
+            .unwrap_err();
+        assert_eq!(e.0.code, 422);
+        let e = Kind::from_media_type("application/x-unknown-patch").unwrap_err();
         assert_eq!(e.0.code, 415);
     }
 }

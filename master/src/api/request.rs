@@ -47,6 +47,30 @@ impl Request {
         })
     }
 
+    /// `?dryRun=All`: validate and answer as if done, store nothing.
+    pub fn dry_run(&self) -> ApiResult<bool> {
+        match self.param("dryRun") {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(Status::bad_request(format!(
+                "invalid dryRun value {other:?}: the only supported value is \"All\""
+            ))
+            .into()),
+        }
+    }
+
+    /// The body as any JSON value (a JSON patch is an array).
+    pub fn body_json(&self) -> ApiResult<Value> {
+        if self.body.is_empty() {
+            return Err(Status::bad_request("the request body is empty").into());
+        }
+        serde_json::from_slice::<Value>(&self.body).map_err(|e| {
+            ApiError::from(Status::bad_request(format!(
+                "the body is not valid JSON: {e}"
+            )))
+        })
+    }
+
     /// The body as a JSON value, reading YAML for YAML media types.
     pub fn body_value(&self) -> ApiResult<Value> {
         let media = self.media_type();
