@@ -48,6 +48,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .map_err(io("fsync directory", dir))
 }
 
+/// Like [`write_atomic`] without the fsyncs: readers still see the old or
+/// the new content, but a host crash may lose the write. Only for files the
+/// agent makes again from its records (status, `/etc/hosts`, the bundle of
+/// an attempt still recorded as `Creating`): each fsync costs ~8 ms on this
+/// project's hosts, which every pod start paid several times.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    fs::write(&tmp, bytes).map_err(io("write", &tmp))?;
+    fs::rename(&tmp, path).map_err(io("rename into place", path))
+}
+
 pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Format {
         path: path.to_path_buf(),

@@ -156,35 +156,49 @@ impl Network {
     /// `eth0` inside, an address from the IPAM, loopback up, a default route via the
     /// gateway, and DNAT for `ports`. An owner already attached is torn down and
     /// attached again on the same address.
+    ///
+    /// The state lock covers the lease only, not the plumbing (veth, addresses,
+    /// DNAT): the veth name and address are the owner's alone once the lease is
+    /// saved, so owners attach in parallel. The caller must not attach or
+    /// detach the same owner concurrently.
     pub fn attach(&self, owner: &str, netns: &Path, ports: &[PortMapping]) -> Result<Attachment> {
         check_owner(owner)?;
-        let lock = Locked::acquire(&self.state_dir)?;
-        let mut state = lock.load(self.cidr)?;
-        state.check_ports(owner, ports)?;
         let mut nl = Socket::open()?;
-        if let Some(old) = state.leases.get(owner).cloned() {
-            self.teardown(&mut nl, owner, &old)?;
-        }
-        let veth = veth_name(&self.bridge, owner);
-        let ip = state.allocate(owner, &veth)?;
-        if let Some(lease) = state.leases.get_mut(owner) {
-            lease.ports = ports.to_vec();
-        }
-        // On disk before anything is configured: a crash from here on leaves a
-        // lease that detach can clean up, never an address in use but unrecorded.
-        lock.save(&state)?;
-        let lease = Lease {
-            ip,
-            veth,
-            ports: ports.to_vec(),
+        let lease = {
+            let lock = Locked::acquire(&self.state_dir)?;
+            let mut state = lock.load(self.cidr)?;
+            state.check_ports(owner, ports)?;
+            if let Some(old) = state.leases.get(owner).cloned() {
+                self.teardown(&mut nl, owner, &old)?;
+            }
+            let veth = veth_name(&self.bridge, owner);
+            let ip = state.allocate(owner, &veth)?;
+            if let Some(lease) = state.leases.get_mut(owner) {
+                lease.ports = ports.to_vec();
+            }
+            // On disk before anything is configured: a crash from here on leaves a
+            // lease that detach can clean up, never an address in use but unrecorded.
+            lock.save(&state)?;
+            Lease {
+                ip,
+                veth,
+                ports: ports.to_vec(),
+            }
         };
         if let Err(e) = self.plumb(&mut nl, owner, netns, &lease) {
             let _ = self.teardown(&mut nl, owner, &lease);
-            state.release(owner);
-            let _ = lock.save(&state);
+            let _ = self.release(owner);
             return Err(e);
         }
         Ok(self.attachment(&lease))
+    }
+
+    /// Forget `owner`'s lease (after its plumbing failed).
+    fn release(&self, owner: &str) -> Result<()> {
+        let lock = Locked::acquire(&self.state_dir)?;
+        let mut state = lock.load(self.cidr)?;
+        state.release(owner);
+        lock.save(&state)
     }
 
     fn plumb(&self, nl: &mut Socket, owner: &str, netns: &Path, lease: &Lease) -> Result<()> {

@@ -159,17 +159,25 @@ fn prepare(
     a: &mut Attempt,
 ) -> Result<(), StartError> {
     let fail = |e: String| StartError::new("CreateContainerError", e);
+    let name = &sc.pod.pod.metadata.name;
+    let t = Instant::now();
     let cfg = sc
         .store
         .config(img)
         .map_err(|e| fail(format!("read the config of image {}: {e}", c.image)))?;
     a.stop_signal = cfg.config().as_ref().and_then(|x| x.stop_signal().clone());
+    super::trace(name, "image.config", t);
+    let t = Instant::now();
     let layers = corral_images::unpack_layers(sc.store, img, &corral_images::Limits::default())
         .map_err(|e| fail(format!("unpack the layers of {}: {e}", c.image)))?;
+    super::trace(name, "unpack", t);
+    let t = Instant::now();
     // A snapshot left by an attempt the agent crashed in is not reused.
     let _ = Snapshot::remove(sc.store, &a.runtime_id);
     let snap = Snapshot::create(sc.store, &a.runtime_id, img, &layers, false)
         .map_err(|e| fail(format!("snapshot for {}: {e}", a.runtime_id)))?;
+    super::trace(name, "snapshot", t);
+    let t = Instant::now();
     let run = spec::run_config(sc.pod, c, sc.field, snap.merged.clone())
         .map_err(|e| fail(format!("{}: {e}", sc.field)))?;
     let generated =
@@ -181,7 +189,10 @@ fn prepare(
     std::fs::create_dir_all(&bundle)
         .map_err(|e| fail(format!("create {}: {e}", bundle.display())))?;
     let bytes = serde_json::to_vec_pretty(&value).map_err(|e| fail(e.to_string()))?;
-    crate::state::write_atomic(&bundle.join("config.json"), &bytes).map_err(|e| fail(e.to_string()))
+    let r = crate::state::write_replace(&bundle.join("config.json"), &bytes)
+        .map_err(|e| fail(e.to_string()));
+    super::trace(name, "spec+bundle", t);
+    r
 }
 
 /// Spawn the detached shim and wait for its report: (container pid, shim pid).
@@ -215,13 +226,16 @@ fn spawn(sc: &StartContext, a: &Attempt) -> Result<(i32, i32), StartError> {
         .stdout(Stdio::null())
         .stderr(err_out);
     pass_fd(&mut cmd, &wr);
+    let t = Instant::now();
     let mut child = cmd
         .spawn()
         .map_err(|e| fail(format!("start {}: {e}", sc.cfg.shim.display())))?;
     drop(wr);
     // The detached shim's first process exits once it has forked the real one.
     let _ = child.wait();
-    match corral_shim::sync::receive(rd) {
+    let r = corral_shim::sync::receive(rd);
+    super::trace(&sc.pod.pod.metadata.name, "shim", t);
+    match r {
         Ok(Some(Report::Started { pid, shim_pid })) => Ok((pid, shim_pid)),
         Ok(Some(Report::Failed { error })) => Err(fail(error)),
         Ok(None) => {

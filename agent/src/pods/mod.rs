@@ -33,6 +33,7 @@ struct Inner {
     /// Pods being stopped and removed (no longer listed).
     stopping: Mutex<Vec<Arc<PodHandle>>>,
     manifest_errors: Mutex<BTreeMap<PathBuf, String>>,
+    net: Arc<sandbox::SharedNetwork>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +106,32 @@ pub enum LookupError {
     NotStarted { pod: String, container: String },
 }
 
+/// Step timings of pod starts, appended to the file named by
+/// `CORRAL_AGENT_TRACE` (unset: nothing is measured or written). Each line:
+/// milliseconds since the first traced step, pod, step, milliseconds it took.
+pub(crate) fn trace(pod: &str, step: &str, since: std::time::Instant) {
+    use std::io::Write;
+    use std::sync::OnceLock;
+    static OUT: OnceLock<Option<(std::time::Instant, Mutex<std::fs::File>)>> = OnceLock::new();
+    let out = OUT.get_or_init(|| {
+        let path = std::env::var_os("CORRAL_AGENT_TRACE")?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()?;
+        Some((std::time::Instant::now(), Mutex::new(f)))
+    });
+    if let Some((t0, f)) = out {
+        let line = format!(
+            "{:.1} {pod} {step} {:.1}\n",
+            t0.elapsed().as_secs_f64() * 1e3,
+            since.elapsed().as_secs_f64() * 1e3
+        );
+        let _ = lock(f).write_all(line.as_bytes());
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking worker must not take the whole agent's view down with it.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -119,6 +146,7 @@ impl Agent {
                 pods: Mutex::new(BTreeMap::new()),
                 stopping: Mutex::new(Vec::new()),
                 manifest_errors: Mutex::new(BTreeMap::new()),
+                net: Arc::default(),
             }),
         }
     }
@@ -135,7 +163,7 @@ impl Agent {
         }
         let agent = Agent::new(cfg);
         for (record, dir) in agent.recorded_pods() {
-            agent.launch(record, dir);
+            agent.launch(record, dir, true);
         }
         Ok(agent)
     }
@@ -160,7 +188,9 @@ impl Agent {
         out
     }
 
-    fn launch(&self, record: PodRecord, dir: PathBuf) {
+    /// Start the pod's worker; `recorded`: its pod.json is on disk already
+    /// (else the worker writes it before anything else).
+    fn launch(&self, record: PodRecord, dir: PathBuf, recorded: bool) {
         let key = format!(
             "{}/{}",
             record.pod.metadata.namespace, record.pod.metadata.name
@@ -175,7 +205,13 @@ impl Agent {
             remove_status: AtomicBool::new(true),
             thread: Mutex::new(None),
         });
-        let w = worker::Worker::new(self.inner.cfg.clone(), handle.clone(), record, dir);
+        let w = worker::Worker::new(
+            self.inner.cfg.clone(),
+            self.inner.net.clone(),
+            handle.clone(),
+            (record, recorded),
+            dir,
+        );
         let t = std::thread::Builder::new()
             .name(format!("pod {key}"))
             .spawn(move || w.run());
@@ -204,9 +240,7 @@ impl Agent {
             if current.get(&key) == Some(&pod.metadata.uid) {
                 continue;
             }
-            if let Err(e) = self.admit(pod, source) {
-                eprintln!("corral-agent: pod {key}: {e}");
-            }
+            self.admit(pod, source);
         }
         let gone: Vec<_> = {
             let mut pods = lock(&self.inner.pods);
@@ -225,8 +259,10 @@ impl Agent {
             .retain(|h| lock(&h.thread).as_ref().is_some_and(|t| !t.is_finished()));
     }
 
-    /// Record a new pod (its directory and pod.json) and start its worker.
-    fn admit(&self, pod: Pod, source: PathBuf) -> Result<(), AgentError> {
+    /// Start a new pod's worker, which records the pod (its directory and
+    /// pod.json) before it does anything else: written here, one fsync'd
+    /// file after the other, 100 new pods waited ~1 s for the last one.
+    fn admit(&self, pod: Pod, source: PathBuf) {
         let m = &pod.metadata;
         let dir =
             self.inner
@@ -239,9 +275,7 @@ impl Agent {
             sandbox: None,
             start_time: corral_api::Time::now().to_string(),
         };
-        state::save(&dir.join("pod.json"), &record)?;
-        self.launch(record, dir);
-        Ok(())
+        self.launch(record, dir, false);
     }
 
     /// Stop every pod and wait for their workers (used by tests and on

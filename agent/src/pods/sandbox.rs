@@ -41,6 +41,27 @@ pub fn open_network(cfg: &Config) -> Result<Network, SandboxError> {
     })
 }
 
+/// The node's pod network, opened once and shared by every pod worker:
+/// opening takes the network's state lock and checks bridge, sysctls and
+/// nftables, which per pod made 100 pods starting together queue on that
+/// lock for seconds. A failed open is retried by the next caller.
+#[derive(Default)]
+pub(crate) struct SharedNetwork(std::sync::Mutex<Option<std::sync::Arc<Network>>>);
+
+impl SharedNetwork {
+    pub(crate) fn get(&self, cfg: &Config) -> Result<std::sync::Arc<Network>, SandboxError> {
+        // Held across the open so that concurrent first callers wait for it
+        // instead of each opening the network.
+        let mut net = super::lock(&self.0);
+        if let Some(n) = net.as_ref() {
+            return Ok(n.clone());
+        }
+        let n = std::sync::Arc::new(open_network(cfg)?);
+        *net = Some(n.clone());
+        Ok(n)
+    }
+}
+
 /// The sandbox files of pod `uid` (whether they exist or not).
 pub fn paths(cfg: &Config, uid: &str) -> (PathBuf, PathBuf, PathBuf) {
     let d = cfg.ns_dir();
@@ -61,18 +82,22 @@ pub fn create(
     hostname: &str,
 ) -> Result<Sandbox, SandboxError> {
     let (netns, uts, ipc) = paths(cfg, uid);
+    let t = std::time::Instant::now();
     release_namespaces(&netns, &uts, &ipc)?;
     corral_net::create_netns(&netns).map_err(|source| SandboxError::Network {
         bridge: cfg.bridge.clone(),
         source,
     })?;
     create_uts_ipc(&uts, &ipc, hostname)?;
+    super::trace(hostname, "namespaces", t);
+    let t = std::time::Instant::now();
     let att = net
         .attach(uid, &netns, &[])
         .map_err(|source| SandboxError::Network {
             bridge: cfg.bridge.clone(),
             source,
         })?;
+    super::trace(hostname, "net.attach", t);
     Ok(Sandbox {
         netns,
         uts,

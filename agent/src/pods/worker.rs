@@ -15,7 +15,7 @@ use super::container::{self, StartContext, StartError};
 use super::probe::{ProbeKind, Prober};
 use super::spec::{self, PodContext};
 use super::status::{self, Observed, PodFacts};
-use super::{lock, sandbox, ContainerView, PodHandle};
+use super::{lock, sandbox, trace, ContainerView, PodHandle};
 use crate::config::Config;
 use crate::state::{self, Attempt, ContainerRecord, Phase, PodRecord};
 
@@ -50,7 +50,12 @@ pub(crate) struct Worker {
     cfg: Config,
     handle: Arc<PodHandle>,
     store: Option<Store>,
-    net: Option<Network>,
+    shared_net: Arc<sandbox::SharedNetwork>,
+    net: Option<Arc<Network>>,
+    /// pod.json is on disk (the worker writes it first for a new pod).
+    recorded: bool,
+    /// hosts and resolv.conf were checked (or written) by this worker.
+    etc_checked: bool,
     dir: PathBuf,
     record: PodRecord,
     slots: Vec<Slot>,
@@ -62,8 +67,9 @@ pub(crate) struct Worker {
 impl Worker {
     pub(crate) fn new(
         cfg: Config,
+        shared_net: Arc<sandbox::SharedNetwork>,
         handle: Arc<PodHandle>,
-        record: PodRecord,
+        (record, recorded): (PodRecord, bool),
         dir: PathBuf,
     ) -> Worker {
         let pod = &record.pod;
@@ -112,7 +118,10 @@ impl Worker {
             cfg,
             handle,
             store: None,
+            shared_net,
             net: None,
+            recorded,
+            etc_checked: false,
             dir,
             record,
             slots,
@@ -125,6 +134,10 @@ impl Worker {
     fn key(&self) -> String {
         let m = &self.record.pod.metadata;
         format!("{}/{}", m.namespace, m.name)
+    }
+
+    fn trace(&self, step: &str, since: Instant) {
+        trace(&self.record.pod.metadata.name, step, since);
     }
 
     fn log(&self, msg: impl std::fmt::Display) {
@@ -155,25 +168,51 @@ impl Worker {
         }
     }
 
-    /// Image store, network and sandbox, each made once.
+    /// The pod's record, image store, network and sandbox, each made once.
     fn open(&mut self) -> Result<(), String> {
+        let t = Instant::now();
+        if !self.recorded {
+            self.save_pod()?;
+            self.recorded = true;
+            self.trace("admit.save", t);
+        }
+        let t = Instant::now();
         if self.store.is_none() {
             let s = Store::open(&self.cfg.images_root)
                 .map_err(|e| format!("open image store {}: {e}", self.cfg.images_root.display()))?;
             self.store = Some(s);
+            self.trace("store.open", t);
         }
         if self.net.is_none() {
-            self.net = Some(sandbox::open_network(&self.cfg).map_err(|e| e.to_string())?);
+            let t = Instant::now();
+            let net = self.shared_net.get(&self.cfg);
+            self.net = Some(net.map_err(|e| e.to_string())?);
+            self.trace("net.open", t);
         }
         if self.record.sandbox.is_none() {
             let net = self.net.as_ref().ok_or("no network")?;
             let uid = self.record.pod.metadata.uid.clone();
+            let t = Instant::now();
             let sb = sandbox::create(&self.cfg, net, &uid, &spec::hostname(&self.record.pod))
                 .map_err(|e| format!("create the pod sandbox: {e}"))?;
+            self.trace("sandbox.create", t);
+            let t = Instant::now();
             self.write_etc_files(&sb.ip)?;
+            self.trace("etc.files", t);
+            let t = Instant::now();
             self.record.sandbox = Some(sb);
             self.save_pod()?;
+            self.trace("pod.save", t);
+        } else if !self.etc_checked {
+            // Written without fsync: a host crash may have lost them.
+            let lost = ["hosts", "resolv.conf"]
+                .iter()
+                .any(|n| std::fs::metadata(self.dir.join(n)).map_or(true, |m| m.len() == 0));
+            if let (true, Some(sb)) = (lost, self.record.sandbox.as_ref()) {
+                self.write_etc_files(&sb.ip)?;
+            }
         }
+        self.etc_checked = true;
         Ok(())
     }
 
@@ -194,7 +233,7 @@ impl Worker {
             .map(|l| format!("{l}\n"))
             .collect();
         for (name, text) in [("hosts", hosts), ("resolv.conf", resolv)] {
-            state::write_atomic(&self.dir.join(name), text.as_bytes())
+            state::write_replace(&self.dir.join(name), text.as_bytes())
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
@@ -287,6 +326,7 @@ impl Worker {
         let (Some(store), Some(sb)) = (self.store.as_ref(), self.record.sandbox.clone()) else {
             return;
         };
+        let t = Instant::now();
         if self.slots[i].image.is_none() {
             match container::image(store, &self.slots[i].spec) {
                 Ok(img) => self.slots[i].image = Some(img),
@@ -296,6 +336,7 @@ impl Worker {
                 }
             }
         }
+        self.trace("image", t);
         let number = match &self.slots[i].rec.attempt {
             Some(_) => self.slots[i].rec.restart_count + 1,
             None => 0,
@@ -336,15 +377,20 @@ impl Worker {
         }
         let cdir = slot.cdir.clone();
         let mut rec = slot.rec.clone();
+        let name = self.record.pod.metadata.name.clone();
         let mut save = |a: &Attempt| {
+            let t = Instant::now();
             rec.attempt = Some(a.clone());
             rec.error = None;
             rec.backoff_until = None;
             if let Err(e) = state::save(&cdir.join("state.json"), &rec) {
                 eprintln!("corral-agent: {e}");
             }
+            trace(&name, "state.save", t);
         };
+        let t = Instant::now();
         let result = container::start(&sc, &slot.spec, &img, number, &mut save);
+        trace(&name, "container.start", t);
         match result {
             Ok(a) => {
                 slot.rec.attempt = Some(a);
@@ -352,7 +398,7 @@ impl Worker {
                 slot.rec.backoff_until = None;
                 slot.prober.reset();
                 slot.dead_since = None;
-                self.save_slot(i);
+                // Already saved as it is now by the start's second record.
             }
             Err(e) => {
                 // The attempt exists on disk as made (and removed) but not run.
@@ -585,7 +631,7 @@ impl Worker {
         let net = self
             .net
             .take()
-            .or_else(|| sandbox::open_network(&self.cfg).ok());
+            .or_else(|| self.shared_net.get(&self.cfg).ok());
         if let Some(net) = net {
             if let Err(e) = sandbox::destroy(&self.cfg, &net, &self.record.pod.metadata.uid) {
                 self.log(format!("remove the sandbox: {e}"));
@@ -666,9 +712,11 @@ impl Worker {
         }
         if let Ok(bytes) = serde_json::to_vec_pretty(&pod) {
             if bytes != self.last_status {
-                if let Err(e) = state::write_atomic(&self.status_file(), &bytes) {
+                let t = Instant::now();
+                if let Err(e) = state::write_replace(&self.status_file(), &bytes) {
                     self.log(e);
                 }
+                self.trace("status.write", t);
                 self.last_status = bytes;
             }
         }
