@@ -162,6 +162,11 @@ impl Agent {
             })?;
         }
         let agent = Agent::new(cfg);
+        // Opened now rather than by the first pod (~10 ms of its start); on
+        // failure the pods' workers try again and report it in their status.
+        if let Err(e) = agent.inner.net.get(&agent.inner.cfg) {
+            eprintln!("corral-agent: {e}; retried when a pod needs it");
+        }
         for (record, dir) in agent.recorded_pods() {
             agent.launch(record, dir, true);
         }
