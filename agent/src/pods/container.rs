@@ -4,8 +4,7 @@
 //! `corral-runtime` binary (it forks without exec, which a threaded agent
 //! must not do in-process).
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -225,7 +224,7 @@ fn spawn(sc: &StartContext, a: &Attempt) -> Result<(i32, i32), StartError> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(err_out);
-    pass_fd(&mut cmd, &wr);
+    corral_shim::sync::pass_fd(&mut cmd, &wr);
     let t = Instant::now();
     let mut child = cmd
         .spawn()
@@ -246,21 +245,6 @@ fn spawn(sc: &StartContext, a: &Attempt) -> Result<(i32, i32), StartError> {
             )))
         }
         Err(e) => Err(fail(e.to_string())),
-    }
-}
-
-/// Keep `fd` open across the exec of the child (it is O_CLOEXEC here).
-fn pass_fd(cmd: &mut Command, fd: &OwnedFd) {
-    let raw = fd.as_raw_fd();
-    // SAFETY: runs between fork and exec and only calls fcntl, which is
-    // async-signal-safe; `raw` stays open in the parent until the spawn returns.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
     }
 }
 
