@@ -1,7 +1,9 @@
 //! The master: see ARCHITECTURE.md.
 pub mod api;
 pub mod auth;
+pub mod cidr;
 pub mod config;
 pub mod files;
+pub mod ipalloc;
 pub mod store;
 pub mod tls;
