@@ -38,6 +38,7 @@ pub mod netns;
 mod network;
 mod nft;
 pub mod port;
+pub mod routes;
 
 pub use cidr::Ipv4Cidr;
 pub use error::{Error, Result};
