@@ -1,6 +1,7 @@
 //! The agent's command line. Every flag has a `CORRAL_AGENT_*` environment
 //! twin so tests run agents side by side in temporary directories.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -80,12 +81,43 @@ pub struct Args {
     /// corral-runtime binary (default: next to corral-agent, else on PATH).
     #[arg(long, env = "CORRAL_AGENT_RUNTIME")]
     pub runtime: Option<PathBuf>,
-    /// Master URL (joining a master is not supported yet).
+    /// Master URL (e.g. https://10.0.0.1:6443): join it. Without it the
+    /// agent runs only the static pods of --manifests.
     #[arg(long, env = "CORRAL_AGENT_SERVER")]
     pub server: Option<String>,
-    /// Join token for the master (joining a master is not supported yet).
+    /// File holding the master's join token (its DATA_DIR/join-token).
     #[arg(long, env = "CORRAL_AGENT_JOIN_TOKEN_FILE")]
     pub join_token_file: Option<PathBuf>,
+    /// The master's join token itself (--join-token-file is preferred: a
+    /// flag shows in the process list).
+    #[arg(
+        long = "token",
+        env = "CORRAL_AGENT_JOIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub join_token: Option<String>,
+    /// The master's CA certificate (PEM); without it the system roots.
+    #[arg(long, env = "CORRAL_AGENT_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Labels of this node, `k=v,k2=v2`.
+    #[arg(long, env = "CORRAL_AGENT_NODE_LABELS", default_value = "")]
+    pub node_labels: String,
+    /// Every node's pods together: traffic between pods is not masqueraded.
+    #[arg(
+        long,
+        env = "CORRAL_AGENT_CLUSTER_CIDR",
+        default_value = "10.244.0.0/16"
+    )]
+    pub cluster_cidr: String,
+    /// How long the master waits for a lease renewal before it suspects the node.
+    #[arg(long, env = "CORRAL_AGENT_LEASE_DURATION", default_value_t = 40.0)]
+    pub lease_duration: f64,
+    /// How often the node's Lease is renewed, in seconds.
+    #[arg(long, env = "CORRAL_AGENT_LEASE_RENEW", default_value_t = 10.0)]
+    pub lease_renew: f64,
+    /// How often the Node's status is written when nothing changed, in seconds.
+    #[arg(long, env = "CORRAL_AGENT_NODE_STATUS_PERIOD", default_value_t = 60.0)]
+    pub node_status_period: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,8 +128,35 @@ pub enum ConfigError {
     Seconds { flag: &'static str, value: f64 },
     #[error("--node-ip {0:?}: not an IPv4 address")]
     NodeIp(String),
-    #[error("--server/--join-token-file: joining a master is not supported yet; run without them (static pods only)")]
-    JoinUnsupported,
+    #[error("--server {0}: needs --join-token-file or --token")]
+    NoJoinToken(String),
+    #[error("--join-token-file/--token/--ca-file: only with --server")]
+    NoServer,
+    #[error("--server {value:?}: {msg}")]
+    Server { value: String, msg: String },
+    #[error("--node-labels {value:?}: {msg}")]
+    Labels { value: String, msg: String },
+    #[error("--cluster-cidr {value:?}: {msg}")]
+    ClusterCidr { value: String, msg: String },
+}
+
+/// How to join a master (`--server` given).
+#[derive(Debug, Clone)]
+pub struct JoinConfig {
+    pub server: String,
+    pub token: TokenSource,
+    pub ca_file: Option<PathBuf>,
+    pub labels: BTreeMap<String, String>,
+    pub cluster_cidr: corral_net::Ipv4Cidr,
+    pub lease_duration: Duration,
+    pub lease_renew: Duration,
+    pub node_status_period: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    File(PathBuf),
+    Value(String),
 }
 
 /// The checked configuration the agent runs with.
@@ -119,13 +178,13 @@ pub struct Config {
     pub sync_period: Duration,
     pub shim: PathBuf,
     pub runtime: PathBuf,
+    /// Set when the agent joins a master.
+    pub join: Option<JoinConfig>,
 }
 
 impl Config {
     pub fn from_args(a: &Args) -> Result<Config, ConfigError> {
-        if a.server.is_some() || a.join_token_file.is_some() {
-            return Err(ConfigError::JoinUnsupported);
-        }
+        let join = join_config(a)?;
         let pod_cidr: corral_net::Ipv4Cidr =
             a.pod_cidr
                 .parse()
@@ -133,9 +192,10 @@ impl Config {
                     value: a.pod_cidr.clone(),
                     msg: e.to_string(),
                 })?;
-        let node_ip = match &a.node_ip {
-            Some(s) => s.parse().map_err(|_| ConfigError::NodeIp(s.clone()))?,
-            None => pod_cidr.gateway(),
+        let node_ip = match (&a.node_ip, &join) {
+            (Some(s), _) => s.parse().map_err(|_| ConfigError::NodeIp(s.clone()))?,
+            (None, Some(j)) => route_source(&j.server)?,
+            (None, None) => pod_cidr.gateway(),
         };
         Ok(Config {
             data_dir: absolute(&a.data_dir),
@@ -157,6 +217,7 @@ impl Config {
                 .runtime
                 .clone()
                 .unwrap_or_else(|| sibling("corral-runtime")),
+            join,
         })
     }
 
@@ -178,6 +239,113 @@ impl Config {
     /// `<data>/net`: the IPAM leases of the pod network.
     pub fn net_dir(&self) -> PathBuf {
         self.data_dir.join("net").join(&self.bridge)
+    }
+}
+
+fn join_config(a: &Args) -> Result<Option<JoinConfig>, ConfigError> {
+    let Some(server) = a.server.clone() else {
+        if a.join_token_file.is_some() || a.join_token.is_some() || a.ca_file.is_some() {
+            return Err(ConfigError::NoServer);
+        }
+        return Ok(None);
+    };
+    let token = match (&a.join_token_file, &a.join_token) {
+        (Some(f), _) => TokenSource::File(absolute(f)),
+        (None, Some(t)) => TokenSource::Value(t.clone()),
+        (None, None) => return Err(ConfigError::NoJoinToken(server)),
+    };
+    let cluster_cidr =
+        a.cluster_cidr
+            .parse()
+            .map_err(|e: corral_net::Error| ConfigError::ClusterCidr {
+                value: a.cluster_cidr.clone(),
+                msg: e.to_string(),
+            })?;
+    Ok(Some(JoinConfig {
+        server,
+        token,
+        ca_file: a.ca_file.as_deref().map(absolute),
+        labels: parse_labels(&a.node_labels)?,
+        cluster_cidr,
+        lease_duration: seconds("lease-duration", a.lease_duration)?,
+        lease_renew: seconds("lease-renew", a.lease_renew)?,
+        node_status_period: seconds("node-status-period", a.node_status_period)?,
+    }))
+}
+
+/// `k=v,k2=v2` (empty: none), keys and values checked as Kubernetes does.
+pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let err = |msg: String| ConfigError::Labels {
+        value: s.to_string(),
+        msg,
+    };
+    let mut out = BTreeMap::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| err(format!("{item:?} is not key=value")))?;
+        let mut labels = BTreeMap::new();
+        labels.insert(k.to_string(), v.to_string());
+        let errs = corral_api::validation::validate_labels(
+            &labels,
+            &corral_api::validation::Path::new("metadata.labels"),
+        );
+        if !errs.is_empty() {
+            return Err(err(corral_api::validation::join_errors(&errs)));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// The host part and port of `https://host:port/...` (port 443 by default).
+fn server_host_port(server: &str) -> Result<(String, u16), ConfigError> {
+    let err = |msg: &str| ConfigError::Server {
+        value: server.to_string(),
+        msg: msg.to_string(),
+    };
+    let rest = server
+        .strip_prefix("https://")
+        .or_else(|| server.strip_prefix("http://"))
+        .ok_or_else(|| err("must start with https://"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(err("no host"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            (h, p.parse().map_err(|_| err("the port is not a number"))?)
+        }
+        _ => (authority, 443),
+    };
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// The local address the kernel picks to reach the server: the address of
+/// the interface that routes there (a UDP connect sends nothing).
+fn route_source(server: &str) -> Result<std::net::Ipv4Addr, ConfigError> {
+    use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
+    let (host, port) = server_host_port(server)?;
+    let err = |msg: String| ConfigError::Server {
+        value: server.to_string(),
+        msg,
+    };
+    let target = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| err(format!("resolve {host}: {e} (give --node-ip)")))?
+        .find(|a| a.is_ipv4())
+        .ok_or_else(|| err(format!("{host} has no IPv4 address (give --node-ip)")))?;
+    let sock = UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect(target).map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map_err(|e| {
+            err(format!(
+                "find the address that routes to {target}: {e} (give --node-ip)"
+            ))
+        })?;
+    match sock.ip() {
+        IpAddr::V4(ip) => Ok(ip),
+        IpAddr::V6(_) => Err(err("routes over IPv6 (give --node-ip)".into())),
     }
 }
 
@@ -232,9 +400,81 @@ mod tests {
         assert!(e.contains("--pod-cidr"), "{e}");
         let e = parse(&["--backoff-base", "0"]).unwrap_err().to_string();
         assert!(e.contains("--backoff-base"), "{e}");
+        assert!(c.join.is_none());
         let e = parse(&["--server", "https://m:6443"])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("not supported yet"), "{e}");
+        assert!(e.contains("--join-token-file or --token"), "{e}");
+        let e = parse(&["--token", "t"]).unwrap_err().to_string();
+        assert!(e.contains("only with --server"), "{e}");
+    }
+
+    #[test]
+    fn joining() {
+        let c = parse(&[
+            "--server",
+            "https://127.0.0.1:6443",
+            "--token",
+            "abc",
+            "--node-labels",
+            "zone=a, disk=ssd",
+            "--lease-renew",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(c.node_ip.to_string(), "127.0.0.1", "routes to the server");
+        let j = c.join.unwrap();
+        assert!(matches!(j.token, TokenSource::Value(ref t) if t == "abc"));
+        assert_eq!(j.labels["zone"], "a");
+        assert_eq!(j.labels["disk"], "ssd");
+        assert_eq!(j.lease_renew, Duration::from_millis(500));
+        assert_eq!(j.lease_duration, Duration::from_secs(40));
+        assert_eq!(j.cluster_cidr.to_string(), "10.244.0.0/16");
+        let f = parse(&[
+            "--server",
+            "https://127.0.0.1:6443",
+            "--token",
+            "abc",
+            "--join-token-file",
+            "/t",
+            "--node-ip",
+            "10.1.1.1",
+        ])
+        .unwrap();
+        assert!(
+            matches!(f.join.unwrap().token, TokenSource::File(ref p) if p == std::path::Path::new("/t"))
+        );
+        assert_eq!(f.node_ip.to_string(), "10.1.1.1");
+        let e = parse(&[
+            "--server",
+            "https://m",
+            "--token",
+            "t",
+            "--node-labels",
+            "a",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not key=value"), "{e}");
+        let e = parse(&["--server", "m:6443", "--token", "t"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("https://"), "{e}");
+    }
+
+    #[test]
+    fn server_addresses() {
+        assert_eq!(
+            server_host_port("https://10.0.0.1:6443/").unwrap(),
+            ("10.0.0.1".to_string(), 6443)
+        );
+        assert_eq!(
+            server_host_port("https://master").unwrap(),
+            ("master".to_string(), 443)
+        );
+        assert_eq!(
+            server_host_port("https://[::1]:8443").unwrap(),
+            ("::1".to_string(), 8443)
+        );
     }
 }
