@@ -15,6 +15,10 @@ use corral_api::core::{Service, ServiceType};
 use corral_api::validation::{FieldError, Path};
 
 use crate::cidr::{Cidr, CidrError};
+use crate::store::{ListOptions, Store, StoreError};
+
+/// Where every Service is stored (all namespaces).
+const SERVICES_PREFIX: &str = "/registry/services/";
 
 /// The default service network and NodePort range of Kubernetes.
 pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/16";
@@ -313,6 +317,79 @@ impl ServiceNetwork {
             return Err("provided port is already allocated".into());
         }
         Ok(port)
+    }
+}
+
+/// Why a Service write got no addresses.
+#[derive(Debug, thiserror::Error)]
+pub enum AllocError {
+    /// The request asked for something it may not have (422 with these causes).
+    #[error("invalid Service")]
+    Invalid(Vec<FieldError>),
+    #[error("listing the stored Services: {0}")]
+    Store(#[from] StoreError),
+    #[error("decoding Service {what}: {message}")]
+    Decode { what: String, message: String },
+}
+
+/// The API server's allocator: the network plus the lock that makes
+/// "list what is used, pick, store" one step among concurrent writers.
+#[derive(Debug, Default)]
+pub struct ServiceAllocator {
+    net: ServiceNetwork,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl ServiceAllocator {
+    pub fn new(net: ServiceNetwork) -> ServiceAllocator {
+        ServiceAllocator {
+            net,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn network(&self) -> &ServiceNetwork {
+        &self.net
+    }
+
+    /// Fills in `new` (a defaulted, validated Service as JSON) against the
+    /// stored Services. The returned guard must be held until `new` is
+    /// stored, so that no other write picks the same address meanwhile.
+    pub async fn allocate(
+        &self,
+        store: &dyn Store,
+        new: &mut serde_json::Value,
+        old: Option<&serde_json::Value>,
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>, AllocError> {
+        let guard = self.lock.lock().await;
+        let decode = |v: &serde_json::Value, what: &str| {
+            serde_json::from_value::<Service>(v.clone()).map_err(|e| AllocError::Decode {
+                what: what.to_string(),
+                message: e.to_string(),
+            })
+        };
+        let mut svc = decode(new, "being written")?;
+        let old = old.map(|o| decode(o, "stored")).transpose()?;
+        let page = store.list(SERVICES_PREFIX, ListOptions::default()).await?;
+        let mut stored = Vec::with_capacity(page.items.len());
+        for kv in &page.items {
+            let v: serde_json::Value =
+                serde_json::from_slice(&kv.value).map_err(|e| AllocError::Decode {
+                    what: kv.key.clone(),
+                    message: e.to_string(),
+                })?;
+            stored.push(decode(&v, &kv.key)?);
+        }
+        let me = (svc.metadata.namespace.as_str(), svc.metadata.name.as_str());
+        let used = Used::from_services(&stored, old.as_ref().map(|_| me));
+        self.net
+            .allocate(&mut svc, old.as_ref(), &used)
+            .map_err(AllocError::Invalid)?;
+        *new = serde_json::to_value(&svc).map_err(|e| AllocError::Decode {
+            what: "being written".into(),
+            message: e.to_string(),
+        })?;
+        Ok(guard)
     }
 }
 

@@ -10,6 +10,7 @@ mod patch;
 mod request;
 mod response;
 mod route;
+mod services;
 mod table;
 mod watch;
 
@@ -28,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Tokens;
+use crate::ipalloc::{ServiceAllocator, ServiceNetwork};
 use crate::store::Store;
 pub use objects::SYSTEM_NAMESPACES;
 use request::Request;
@@ -39,6 +41,9 @@ pub struct Api {
     store: Arc<dyn Store>,
     tokens: Tokens,
     max_body: usize,
+    services: ServiceAllocator,
+    /// Where the `kubernetes` Service in `default` points (None: no such Service).
+    kubernetes_endpoint: Option<std::net::SocketAddr>,
 }
 
 /// Paths anyone may read: they say whether the server is up and nothing else.
@@ -50,12 +55,38 @@ impl Api {
             store,
             tokens,
             max_body,
+            services: ServiceAllocator::default(),
+            kubernetes_endpoint: None,
         }
+    }
+
+    /// Service ClusterIPs from `cidr` and node ports from `node_ports`
+    /// (both ends included) instead of Kubernetes' defaults.
+    pub fn with_service_network(
+        mut self,
+        cidr: &str,
+        node_ports: (u16, u16),
+    ) -> Result<Api, crate::ipalloc::ConfigError> {
+        self.services = ServiceAllocator::new(ServiceNetwork::new(cidr, node_ports)?);
+        Ok(self)
+    }
+
+    /// [`Api::init`] also makes the `kubernetes` Service in `default` (the
+    /// first address of the service network) with `addr` as its endpoint.
+    pub fn with_kubernetes_endpoint(mut self, addr: std::net::SocketAddr) -> Api {
+        self.kubernetes_endpoint = Some(addr);
+        self
     }
 
     /// Creates the namespaces every cluster has (`default`, `kube-system`, ...).
     pub async fn init(&self) -> Result<(), Status> {
-        self.ensure_system_namespaces().await.map_err(|e| *e.0)
+        self.ensure_system_namespaces().await.map_err(|e| *e.0)?;
+        if let Some(addr) = self.kubernetes_endpoint {
+            self.ensure_kubernetes_service(addr)
+                .await
+                .map_err(|e| *e.0)?;
+        }
+        Ok(())
     }
 
     async fn handle(&self, req: hyper::Request<Incoming>) -> Resp {

@@ -293,6 +293,10 @@ impl Api {
         if info.namespaced {
             self.require_namespace(&ns).await?;
         }
+        let _allocated = match info.kind {
+            "Service" => Some(self.allocate_service(&mut v, None).await?),
+            _ => None,
+        };
         if dry_run {
             // As the real create would answer, minus the resourceVersion
             // no write produced.
@@ -517,6 +521,12 @@ impl Api {
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty());
         let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+        let _allocated = match info.kind {
+            "Service" if !deleting => {
+                Some(self.allocate_service(&mut new, Some(&old.value)).await?)
+            }
+            _ => None,
+        };
         if dry_run {
             set_rv(&mut new, old.kv.mod_revision);
             return Ok(new);
