@@ -34,6 +34,40 @@ struct Inner {
     stopping: Mutex<Vec<Arc<PodHandle>>>,
     manifest_errors: Mutex<BTreeMap<PathBuf, String>>,
     net: Arc<sandbox::SharedNetwork>,
+    /// The desired pods of each source (static manifests, the master); held
+    /// while the union is applied so that two sources never interleave.
+    sources: Mutex<BTreeMap<String, Vec<(Pod, PathBuf)>>>,
+}
+
+/// The static pods of the manifests directory: they win over a pod of the
+/// same namespace/name from another source (kubelet's rule).
+pub const SOURCE_STATIC: &str = "static";
+/// The pods the master bound to this node.
+pub const SOURCE_API: &str = "api";
+
+/// The pods of every source together, static pods first; a pod whose
+/// namespace/name another source already gave is left out and named in the
+/// second list.
+pub fn merge_sources(
+    sources: &BTreeMap<String, Vec<(Pod, PathBuf)>>,
+) -> (Vec<(Pod, PathBuf)>, Vec<String>) {
+    let order = sources
+        .get_key_value(SOURCE_STATIC)
+        .into_iter()
+        .chain(sources.iter().filter(|(k, _)| k.as_str() != SOURCE_STATIC));
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut out, mut conflicts) = (Vec::new(), Vec::new());
+    for (source, pods) in order {
+        for (pod, path) in pods {
+            let key = format!("{}/{}", pod.metadata.namespace, pod.metadata.name);
+            if seen.insert(key.clone()) {
+                out.push((pod.clone(), path.clone()));
+            } else {
+                conflicts.push(format!("{key} (from {source})"));
+            }
+        }
+    }
+    (out, conflicts)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +181,7 @@ impl Agent {
                 stopping: Mutex::new(Vec::new()),
                 manifest_errors: Mutex::new(BTreeMap::new()),
                 net: Arc::default(),
+                sources: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -231,9 +266,35 @@ impl Agent {
         }
     }
 
+    /// The static pods are `desired` (see [`Agent::apply_source`]).
+    pub fn apply(&self, desired: Vec<(Pod, PathBuf)>) {
+        self.apply_source(SOURCE_STATIC, desired);
+    }
+
+    /// The pods of `source` are now `desired`; the node runs the pods of
+    /// every source together (see [`merge_sources`]).
+    pub fn apply_source(&self, source: &str, desired: Vec<(Pod, PathBuf)>) {
+        let mut sources = lock(&self.inner.sources);
+        sources.insert(source.to_string(), desired);
+        let (all, conflicts) = merge_sources(&sources);
+        for c in conflicts {
+            eprintln!("corral-agent: pod {c} ignored: a static pod has its name");
+        }
+        self.reconcile(all);
+    }
+
+    /// Whether a pod with this uid still has a worker (running, or being
+    /// stopped and removed).
+    pub fn has_worker(&self, uid: &str) -> bool {
+        let alive = |h: &Arc<PodHandle>| {
+            h.uid == uid && lock(&h.thread).as_ref().is_some_and(|t| !t.is_finished())
+        };
+        lock(&self.inner.pods).values().any(alive) || lock(&self.inner.stopping).iter().any(alive)
+    }
+
     /// Make the node run exactly `desired` (pods with metadata.uid set):
     /// new pods start, pods whose uid changed are replaced, the rest stop.
-    pub fn apply(&self, desired: Vec<(Pod, PathBuf)>) {
+    fn reconcile(&self, desired: Vec<(Pod, PathBuf)>) {
         let current: BTreeMap<String, String> = lock(&self.inner.pods)
             .iter()
             .map(|(k, h)| (k.clone(), h.uid.clone()))
@@ -286,7 +347,11 @@ impl Agent {
     /// Stop every pod and wait for their workers (used by tests and on
     /// shutdown of a node that should leave nothing behind).
     pub fn remove_all(&self) {
-        self.apply(Vec::new());
+        {
+            let mut sources = lock(&self.inner.sources);
+            sources.clear();
+            self.reconcile(Vec::new());
+        }
         let stopping: Vec<_> = lock(&self.inner.stopping).drain(..).collect();
         for h in stopping {
             if let Some(t) = lock(&h.thread).take() {
@@ -399,6 +464,41 @@ mod tests {
             pid: Some(1),
             running: true,
         }
+    }
+
+    fn pod(ns: &str, name: &str, uid: &str) -> (Pod, PathBuf) {
+        let mut p = Pod::default();
+        p.metadata.namespace = ns.into();
+        p.metadata.name = name.into();
+        p.metadata.uid = uid.into();
+        (p, PathBuf::from(uid))
+    }
+
+    #[test]
+    fn sources_merge_with_static_pods_first() {
+        let mut s = BTreeMap::new();
+        s.insert(
+            SOURCE_API.to_string(),
+            vec![
+                pod("default", "web", "api-1"),
+                pod("default", "db", "api-2"),
+            ],
+        );
+        s.insert(
+            SOURCE_STATIC.to_string(),
+            vec![
+                pod("default", "db", "static-1"),
+                pod("kube-system", "x", "static-2"),
+            ],
+        );
+        let (all, conflicts) = merge_sources(&s);
+        let uids: Vec<_> = all.iter().map(|(p, _)| p.metadata.uid.as_str()).collect();
+        assert_eq!(uids, ["static-1", "static-2", "api-1"]);
+        assert_eq!(conflicts, ["default/db (from api)"]);
+        s.remove(SOURCE_STATIC);
+        let (all, conflicts) = merge_sources(&s);
+        assert_eq!(all.len(), 2);
+        assert!(conflicts.is_empty());
     }
 
     #[test]
