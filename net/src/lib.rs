@@ -39,6 +39,7 @@ mod network;
 mod nft;
 pub mod port;
 pub mod routes;
+pub mod services;
 
 pub use cidr::Ipv4Cidr;
 pub use error::{Error, Result};
