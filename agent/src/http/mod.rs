@@ -80,11 +80,15 @@ pub struct Options {
     pub runtime_binary: Option<PathBuf>,
     /// What `/node` and `/stats/summary` report about the host.
     pub node: NodeConfig,
+    /// Accepted besides the agent's own token: the master's join token
+    /// when joined, which the master presents to proxy logs and exec.
+    pub extra_tokens: Vec<String>,
 }
 
 struct Shared {
     backend: Arc<dyn Backend>,
-    token: String,
+    /// Every token accepted (the agent's own first); empty ones never match.
+    tokens: Vec<String>,
     runtime: PathBuf,
     node: NodeConfig,
     /// Previous CPU samples by cgroup key, for usageNanoCores.
@@ -116,9 +120,12 @@ pub async fn serve_on(
 
 /// The routes, for embedding in another server.
 pub fn router(backend: Arc<dyn Backend>, token: String, options: Options) -> Router {
+    let mut tokens = vec![token];
+    tokens.extend(options.extra_tokens);
+    tokens.retain(|t| !t.is_empty());
     let state = Arc::new(Shared {
         backend,
-        token,
+        tokens,
         runtime: options.runtime_binary.unwrap_or_else(default_runtime),
         node: options.node,
         cpu_samples: Mutex::new(HashMap::new()),
@@ -170,11 +177,17 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match given {
-        Some(t) if !state.token.is_empty() && constant_time_eq(t, &state.token) => {
-            next.run(req).await
-        }
+        Some(t) if token_accepted(&state.tokens, t) => next.run(req).await,
         _ => status_response(Status::unauthorized("")),
     }
+}
+
+/// Whether `given` is one of `tokens`; every token is compared, so the time
+/// taken does not tell which one matched.
+fn token_accepted(tokens: &[String], given: &str) -> bool {
+    tokens
+        .iter()
+        .fold(false, |ok, want| constant_time_eq(given, want) | ok)
 }
 
 /// Compares without an early exit, so the time taken does not tell how
@@ -236,6 +249,11 @@ mod tests {
         assert!(!constant_time_eq("s3cret", "s3creT"));
         assert!(!constant_time_eq("s3cret", "s3cret1"));
         assert!(!constant_time_eq("", "x"));
+        let tokens = ["own".to_string(), "join".to_string()];
+        assert!(token_accepted(&tokens, "own"));
+        assert!(token_accepted(&tokens, "join"));
+        assert!(!token_accepted(&tokens, "other"));
+        assert!(!token_accepted(&[], ""));
     }
 
     #[test]
