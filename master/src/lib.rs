@@ -5,5 +5,6 @@ pub mod cidr;
 pub mod config;
 pub mod files;
 pub mod ipalloc;
+pub mod scheduler;
 pub mod store;
 pub mod tls;
