@@ -532,7 +532,7 @@ mod tests {
         high.spec.priority = Some(1000);
         let mut tie = pod("a-tie");
         tie.metadata.creation_timestamp = Some(Time::from_unix(20));
-        let mut v = vec![&low_new, &tie, &low_old, &high];
+        let mut v = [&low_new, &tie, &low_old, &high];
         v.sort_by(|a, b| queue_order(a, b));
         let order: Vec<&str> = v.iter().map(|p| p.metadata.name.as_str()).collect();
         assert_eq!(order, vec!["high", "low-old", "a-tie", "low-new"]);
