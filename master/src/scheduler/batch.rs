@@ -172,27 +172,32 @@ impl<'a> Snapshot<'a> {
         counts
     }
 
-    /// Feasible nodes, up to `want`, starting at a place that depends on the
-    /// pod so that sampling looks at different nodes for different pods.
-    fn find_feasible(&self, pod: &PodInfo, want: usize, s: &mut Scratch) {
+    /// Feasible nodes, up to `want`. Like Kubernetes, each search starts
+    /// where the previous one stopped, so with sampling consecutive pods look
+    /// at consecutive slices of the cluster and a Deployment's replicas sweep
+    /// all of it instead of crowding one slice.
+    fn find_feasible(&mut self, pod: &PodInfo, want: usize, s: &mut Scratch) {
         s.feasible.clear();
         s.failures.clear();
         let n = self.nodes.len();
         if n == 0 {
             return;
         }
-        let start = (pod.hash % n as u64) as usize;
+        let start = self.next_start % n;
+        let mut seen = 0;
         for i in (start..n).chain(0..start) {
+            seen += 1;
             match filter::filter(&self.nodes[i], pod) {
                 Ok(()) => {
                     s.feasible.push(i);
                     if s.feasible.len() >= want {
-                        return;
+                        break;
                     }
                 }
                 Err(f) => s.failures.push((i, f)),
             }
         }
+        self.next_start = (start + seen) % n;
     }
 
     /// The highest weighted score; ties go to the node whose name hashes
@@ -229,11 +234,24 @@ impl<'a> Snapshot<'a> {
                 + normalize(r.affinity, max_aff, false) * score::WEIGHT_NODE_AFFINITY
                 + normalize(r.taints, max_taints, true) * score::WEIGHT_TAINTS
         };
-        s.raw
-            .iter()
-            .map(|r| (total(r), mix(pod.hash ^ self.nodes[r.node].hash), r.node))
-            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
-            .map(|(_, _, i)| i)
+        let tie_key = |i: usize| mix(pod.hash ^ self.nodes[i].hash);
+        let mut best: Option<(i64, u64, usize)> = None;
+        for r in &s.raw {
+            let t = total(r);
+            best = match best {
+                Some((bt, _, _)) if t < bt => best,
+                Some((bt, bk, _)) if t == bt => {
+                    let k = tie_key(r.node);
+                    if k < bk {
+                        Some((t, k, r.node))
+                    } else {
+                        best
+                    }
+                }
+                _ => Some((t, tie_key(r.node), r.node)),
+            };
+        }
+        best.map(|(_, _, i)| i)
     }
 
     fn diagnose(&self, pod: &PodInfo, s: &Scratch) -> Unschedulable {
@@ -310,6 +328,25 @@ mod tests {
             names(&schedule(&nodes, &none, &pending, &Options::default())),
             placed
         );
+    }
+
+    #[test]
+    fn sampling_still_spreads_replicas_over_the_whole_cluster() {
+        // 100 feasible nodes scored per pod out of 300: consecutive searches
+        // cover consecutive slices, so 600 replicas still land 2 per node.
+        let nodes: Vec<_> = (0..300)
+            .map(|i| node(&format!("n{i:03}"), 64_000, 256 << 30))
+            .collect();
+        let pods = replicas("rs-1", 600);
+        let pending: Vec<&_> = pods.iter().collect();
+        let opts = Options {
+            percentage_of_nodes_to_score: 10,
+        };
+        assert_eq!(opts.nodes_to_find(nodes.len()), 100);
+        let placed = names(&schedule(&nodes, &pods, &pending, &opts));
+        let counts = tally(&placed);
+        assert_eq!(counts.len(), 300);
+        assert!(counts.values().all(|c| *c == 2), "{counts:?}");
     }
 
     #[test]

@@ -131,6 +131,8 @@ pub struct Snapshot<'a> {
     /// Placed pods by node, kept for the spread counts of the groups that the
     /// pending pods turn out to belong to.
     pub(super) placed: Vec<(&'a Pod, usize)>,
+    /// Where the next search for feasible nodes starts.
+    pub(super) next_start: usize,
 }
 
 impl<'a> Snapshot<'a> {
@@ -141,6 +143,7 @@ impl<'a> Snapshot<'a> {
             nodes,
             by_name,
             placed: Vec::new(),
+            next_start: 0,
         }
     }
 
