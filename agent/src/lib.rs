@@ -9,7 +9,10 @@
 //!   so a SIGKILLed agent picks up where it was.
 //! - [`pods`]: the [`Agent`] handle, sandboxes, containers, probes, status.
 //! - [`static_pods`]: the manifests directory watcher.
+//! - [`cluster`]: joining a master (`--server`): Node, Lease, pods bound
+//!   here, status reports, routes to the other nodes.
 
+pub mod cluster;
 pub mod config;
 pub mod pods;
 pub mod state;
