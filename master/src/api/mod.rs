@@ -7,6 +7,7 @@ mod immutable;
 mod jsonpatch;
 mod objects;
 mod patch;
+mod proxy;
 mod request;
 mod response;
 mod route;
@@ -44,6 +45,8 @@ pub struct Api {
     services: ServiceAllocator,
     /// Where the `kubernetes` Service in `default` points (None: no such Service).
     kubernetes_endpoint: Option<std::net::SocketAddr>,
+    /// The join token, which agents accept: pod log and exec are proxied with it.
+    agent_token: Option<String>,
 }
 
 /// Paths anyone may read: they say whether the server is up and nothing else.
@@ -57,6 +60,7 @@ impl Api {
             max_body,
             services: ServiceAllocator::default(),
             kubernetes_endpoint: None,
+            agent_token: None,
         }
     }
 
@@ -69,6 +73,13 @@ impl Api {
     ) -> Result<Api, crate::ipalloc::ConfigError> {
         self.services = ServiceAllocator::new(ServiceNetwork::new(cidr, node_ports)?);
         Ok(self)
+    }
+
+    /// Pod log and exec requests are proxied to the agents with `token` (the
+    /// cluster's join token); without it they get 503.
+    pub fn with_agent_token(mut self, token: &str) -> Api {
+        self.agent_token = Some(token.to_string());
+        self
     }
 
     /// [`Api::init`] also makes the `kubernetes` Service in `default` (the
@@ -97,13 +108,17 @@ impl Api {
                 .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
                 .map(str::to_string)
         };
-        if !PUBLIC_PATHS.contains(&path.as_str())
-            && self
-                .tokens
-                .authenticate(header(AUTHORIZATION).as_deref())
-                .is_none()
-        {
+        let identity = self.tokens.authenticate(header(AUTHORIZATION).as_deref());
+        if !PUBLIC_PATHS.contains(&path.as_str()) && identity.is_none() {
             return status(&Status::unauthorized(""));
+        }
+        if let Some((ns, name, kind)) = proxy::match_path(&path) {
+            // Agents may not reach into each other's pods through the master.
+            if identity != Some(crate::auth::Identity::Admin) {
+                let why = "only the admin may use log and exec";
+                return status(&Status::forbidden("", "pods", &name, why));
+            }
+            return self.proxy(&ns, &name, kind, req).await;
         }
         let too_large = || {
             status(&Status::request_entity_too_large(format!(
@@ -278,6 +293,7 @@ pub async fn serve(
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades()
                 .await;
         });
     }
