@@ -7,7 +7,17 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::Error;
+/// What is wrong with a kubeconfig (or that none was found), in one line
+/// naming the file and the entry.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(pub String);
+
+impl Error {
+    fn msg(m: impl Into<String>) -> Error {
+        Error(m.into())
+    }
+}
 
 /// What master `admin.kubeconfig` says when no other file exists.
 const MASTER_KUBECONFIG: &str = "/var/lib/corral/master/admin.kubeconfig";

@@ -47,6 +47,80 @@ pub struct Config {
     /// How many revisions of history compaction keeps for watchers to resume from.
     #[arg(long, env = "CORRAL_MASTER_COMPACT_KEEP", default_value_t = 1000)]
     pub compact_keep: u64,
+
+    /// Pod addresses of the whole cluster; each node gets a slice of it.
+    #[arg(long, env = "CORRAL_MASTER_CLUSTER_CIDR", default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+
+    /// Prefix length of each node's slice of `--cluster-cidr`.
+    #[arg(long, env = "CORRAL_MASTER_NODE_CIDR_MASK_SIZE", default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
+
+    /// Where Service ClusterIPs come from.
+    #[arg(
+        long,
+        env = "CORRAL_MASTER_SERVICE_CLUSTER_IP_RANGE",
+        default_value = "10.96.0.0/16"
+    )]
+    pub service_cluster_ip_range: String,
+
+    /// NodePorts are taken from this range, `FIRST-LAST`.
+    #[arg(
+        long,
+        env = "CORRAL_MASTER_SERVICE_NODE_PORT_RANGE",
+        default_value = "30000-32767",
+        value_parser = parse_port_range
+    )]
+    pub service_node_port_range: (u16, u16),
+
+    /// A node whose lease is this old goes NotReady (seconds, fractions allowed).
+    #[arg(
+        long,
+        env = "CORRAL_MASTER_NODE_MONITOR_GRACE_PERIOD",
+        default_value = "40",
+        value_parser = parse_seconds
+    )]
+    pub node_monitor_grace_period: Duration,
+
+    /// How often node leases are checked (seconds).
+    #[arg(
+        long,
+        env = "CORRAL_MASTER_NODE_MONITOR_PERIOD",
+        default_value = "5",
+        value_parser = parse_seconds
+    )]
+    pub node_monitor_period: Duration,
+
+    /// Pods on an unreachable or not-ready node without their own toleration
+    /// are evicted after this long (seconds).
+    #[arg(
+        long,
+        env = "CORRAL_MASTER_POD_EVICTION_TIMEOUT",
+        default_value = "300",
+        value_parser = parse_seconds
+    )]
+    pub pod_eviction_timeout: Duration,
+
+    /// Run the API server only: no scheduler, no controllers.
+    #[arg(long, env = "CORRAL_MASTER_NO_CONTROLLERS")]
+    pub no_controllers: bool,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a valid duration"))
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?} is not a port range FIRST-LAST");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 impl Config {
@@ -68,6 +142,19 @@ impl Config {
             host
         };
         format!("https://{host}:{}", self.listen.port())
+    }
+
+    /// What the scheduler and controllers are told.
+    pub fn controllers(&self) -> crate::controllers::ControllerConfig {
+        crate::controllers::ControllerConfig {
+            cluster_cidr: self.cluster_cidr.clone(),
+            node_cidr_mask: self.node_cidr_mask_size,
+            service_cidr: self.service_cluster_ip_range.clone(),
+            node_port_range: self.service_node_port_range,
+            node_monitor_grace: self.node_monitor_grace_period,
+            node_monitor_period: self.node_monitor_period,
+            pod_eviction_timeout: self.pod_eviction_timeout,
+        }
     }
 
     pub fn compact_interval(&self) -> Option<Duration> {
@@ -95,5 +182,22 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.server_url(), "https://[::1]:7000");
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let c = Config::try_parse_from([
+            "corral-master",
+            "--node-monitor-grace-period",
+            "1.5",
+            "--service-node-port-range",
+            "31000-31010",
+        ])
+        .unwrap();
+        assert_eq!(c.node_monitor_grace_period, Duration::from_millis(1500));
+        assert_eq!(c.service_node_port_range, (31000, 31010));
+        assert_eq!(c.pod_eviction_timeout, Duration::from_secs(300));
+        assert!(Config::try_parse_from(["corral-master", "--service-node-port-range", "9-3"]).is_err());
+        assert!(Config::try_parse_from(["corral-master", "--pod-eviction-timeout", "x"]).is_err());
     }
 }

@@ -3,6 +3,7 @@ pub mod api;
 pub mod auth;
 pub mod cidr;
 pub mod config;
+pub mod controllers;
 pub mod files;
 pub mod ipalloc;
 pub mod scheduler;

@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::Parser;
 use corral_master::api::{self, Api};
 use corral_master::config::Config;
-use corral_master::{auth, store, tls};
+use corral_master::{auth, controllers, store, tls};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -70,10 +70,15 @@ async fn run(config: &mut Config) -> anyhow::Result<()> {
         let keep = i64::try_from(config.compact_keep).unwrap_or(i64::MAX);
         store::spawn_compactor(store.clone(), every, keep);
     }
+    let admin_token = tokens.admin_token().to_string();
     let api = Arc::new(Api::new(store, tokens, config.max_body_bytes));
     api.init()
         .await
         .map_err(|s| anyhow::anyhow!("creating the system namespaces: {s}"))?;
+
+    if !config.no_controllers {
+        spawn_controllers(config, &pki.ca_pem, &admin_token)?;
+    }
 
     println!("listening on {}", config.listen);
     eprintln!(
@@ -88,4 +93,26 @@ async fn run(config: &mut Config) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())
+}
+
+/// The scheduler and controllers talk to this very server, over loopback
+/// when it listens on every address, with the admin token.
+fn spawn_controllers(config: &Config, ca_pem: &str, token: &str) -> anyhow::Result<()> {
+    let url = format!("https://{}", loopback(config.listen));
+    let client = corral_client::Client::new(&url, token, Some(ca_pem.as_bytes()))
+        .context("building the controllers' API client")?;
+    controllers::spawn_all(client, config.controllers());
+    Ok(())
+}
+
+/// `listen` with an unspecified address replaced by loopback.
+fn loopback(listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    let mut a = listen;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    a
 }

@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::args::ClusterGlobal;
-use super::kubeconfig::{self, Kubeconfig};
+use corral_client::kubeconfig::{self, Kubeconfig};
 use super::Error;
 
 /// A single request may take this long; watches are unbounded.

@@ -1,7 +1,7 @@
 //! `corral config view [--raw]`, `use-context NAME`, `current-context`.
 
 use super::args::{ClusterGlobal, ConfigVerb};
-use super::kubeconfig::{locate, Kubeconfig};
+use corral_client::kubeconfig::{locate, Kubeconfig};
 use super::output::io;
 use super::Error;
 

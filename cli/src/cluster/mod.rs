@@ -11,7 +11,6 @@ pub mod config;
 pub mod delete;
 pub mod describe;
 pub mod get;
-pub mod kubeconfig;
 pub mod node;
 pub mod output;
 pub mod rollout;
@@ -34,6 +33,12 @@ pub enum Error {
         user: String,
     },
     Msg(String),
+}
+
+impl From<corral_client::kubeconfig::Error> for Error {
+    fn from(e: corral_client::kubeconfig::Error) -> Error {
+        Error::Msg(e.0)
+    }
 }
 
 impl Error {
