@@ -43,7 +43,11 @@ pub enum SyncError {
     },
 }
 
-fn api_err(what: &'static str, ns: &str, name: &str) -> impl FnOnce(corral_client::Error) -> SyncError {
+fn api_err(
+    what: &'static str,
+    ns: &str,
+    name: &str,
+) -> impl FnOnce(corral_client::Error) -> SyncError {
     let (ns, name) = (ns.to_string(), name.to_string());
     move |source| SyncError::Api {
         what,
@@ -58,7 +62,8 @@ pub async fn run(client: Client, _cfg: Arc<ControllerConfig>) {
     let d_inf = Reflector::<Deployment>::spawn(client.clone(), "", ListParams::default());
     let rs_inf = Reflector::<ReplicaSet>::spawn(client.clone(), "", ListParams::default());
     let pod_inf = Reflector::<Pod>::spawn(client.clone(), "", ListParams::default());
-    let (mut d_rx, mut rs_rx, mut pod_rx) = (d_inf.subscribe(), rs_inf.subscribe(), pod_inf.subscribe());
+    let (mut d_rx, mut rs_rx, mut pod_rx) =
+        (d_inf.subscribe(), rs_inf.subscribe(), pod_inf.subscribe());
     let mut c = Controller {
         client,
         deployments: d_inf.cache(),
@@ -72,7 +77,10 @@ pub async fn run(client: Client, _cfg: Arc<ControllerConfig>) {
     c.add_all();
     let mut resync = tokio::time::interval(RESYNC);
     loop {
-        let wake = c.queue.next_due().unwrap_or_else(|| Instant::now() + RESYNC);
+        let wake = c
+            .queue
+            .next_due()
+            .unwrap_or_else(|| Instant::now() + RESYNC);
         tokio::select! {
             ch = d_rx.recv() => c.on_deployment(ch),
             ch = rs_rx.recv() => c.on_rs(ch),
@@ -159,7 +167,11 @@ impl Controller {
             Ok(Change::Resynced) | Err(RecvError::Lagged(_)) => return self.add_all(),
             Err(RecvError::Closed) => return,
         };
-        let Some(r) = pod.metadata.controller_ref().filter(|r| r.kind == "ReplicaSet") else {
+        let Some(r) = pod
+            .metadata
+            .controller_ref()
+            .filter(|r| r.kind == "ReplicaSet")
+        else {
             return;
         };
         if let Some(rs) = self.rss.get(&pod.metadata.namespace, &r.name) {
@@ -229,20 +241,22 @@ impl Controller {
         let mut cur = (*d).clone();
         if let Some(a) = p.annotations {
             cur.metadata.annotations = a;
-            cur = self
-                .client
-                .update(&cur)
-                .await
-                .map_err(api_err("updating the revision of deployment", ns, name))?;
+            cur = self.client.update(&cur).await.map_err(api_err(
+                "updating the revision of deployment",
+                ns,
+                name,
+            ))?;
         }
         if let Some(s) = p.status {
             cur.status = Some(s);
-            self.client
-                .update_status(&cur)
-                .await
-                .map_err(api_err("updating the status of deployment", ns, name))?;
+            self.client.update_status(&cur).await.map_err(api_err(
+                "updating the status of deployment",
+                ns,
+                name,
+            ))?;
         }
-        Ok(p.requeue_after.map(|s| Duration::from_secs(s.unsigned_abs())))
+        Ok(p.requeue_after
+            .map(|s| Duration::from_secs(s.unsigned_abs())))
     }
 
     /// The new ReplicaSet's name is taken. When it is ours with the same
@@ -273,10 +287,11 @@ impl Controller {
         let mut cur = d.clone();
         let st = cur.status.get_or_insert_with(Default::default);
         st.collision_count = Some(st.collision_count.unwrap_or(0) + 1);
-        self.client
-            .update_status(&cur)
-            .await
-            .map_err(api_err("counting a hash collision of deployment", ns, &d.metadata.name))?;
+        self.client.update_status(&cur).await.map_err(api_err(
+            "counting a hash collision of deployment",
+            ns,
+            &d.metadata.name,
+        ))?;
         Ok(None)
     }
 }

@@ -41,7 +41,11 @@ pub enum SyncError {
     },
 }
 
-fn api_err(what: &'static str, ns: &str, name: &str) -> impl FnOnce(corral_client::Error) -> SyncError {
+fn api_err(
+    what: &'static str,
+    ns: &str,
+    name: &str,
+) -> impl FnOnce(corral_client::Error) -> SyncError {
     let (ns, name) = (ns.to_string(), name.to_string());
     move |source| SyncError::Api {
         what,
@@ -69,7 +73,10 @@ pub async fn run(client: Client, _cfg: Arc<ControllerConfig>) {
     c.add_all();
     let mut resync = tokio::time::interval(RESYNC);
     loop {
-        let wake = c.queue.next_due().unwrap_or_else(|| Instant::now() + RESYNC);
+        let wake = c
+            .queue
+            .next_due()
+            .unwrap_or_else(|| Instant::now() + RESYNC);
         tokio::select! {
             ch = rs_changes.recv() => c.on_rs(ch),
             ch = pod_changes.recv() => c.on_pod(ch),
@@ -210,13 +217,16 @@ impl Controller {
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => {}
                 Err(e) => {
-                    first_err.get_or_insert(api_err("updating the status of replicaset", ns, name)(e));
+                    first_err
+                        .get_or_insert(api_err("updating the status of replicaset", ns, name)(e));
                 }
             }
         }
         match first_err {
             Some(e) => Err(e),
-            None => Ok(p.requeue_after.map(|s| Duration::from_secs(s.unsigned_abs()))),
+            None => Ok(p
+                .requeue_after
+                .map(|s| Duration::from_secs(s.unsigned_abs()))),
         }
     }
 
@@ -230,9 +240,11 @@ impl Controller {
         let uid = &rs.metadata.uid;
         p.metadata.owner_references.retain(|r| r.uid != *uid);
         if adopt {
-            p.metadata
-                .owner_references
-                .push(pods::controller_ref("apps/v1", "ReplicaSet", &rs.metadata));
+            p.metadata.owner_references.push(pods::controller_ref(
+                "apps/v1",
+                "ReplicaSet",
+                &rs.metadata,
+            ));
         }
         let what = if adopt {
             "adopting pod"
@@ -281,7 +293,11 @@ impl Controller {
         Ok(())
     }
 
-    async fn delete_pods(&mut self, key: &Key, victims: &[(String, String)]) -> Result<(), SyncError> {
+    async fn delete_pods(
+        &mut self,
+        key: &Key,
+        victims: &[(String, String)],
+    ) -> Result<(), SyncError> {
         self.expectations.expect(key, &[], victims);
         let mut set = JoinSet::new();
         for (name, uid) in victims.iter().cloned() {
@@ -335,7 +351,8 @@ pub fn pod_name(rs: &str) -> String {
 pub fn pod_from_template(rs: &ReplicaSet, name: &str) -> Pod {
     let t = &rs.spec.template;
     let mut pod = Pod::named(&rs.metadata.namespace, name);
-    pod.metadata.generate_name = format!("{}-", rs.metadata.name.chars().take(57).collect::<String>());
+    pod.metadata.generate_name =
+        format!("{}-", rs.metadata.name.chars().take(57).collect::<String>());
     pod.metadata.labels = t.metadata.labels.clone();
     pod.metadata.annotations = t.metadata.annotations.clone();
     pod.metadata.finalizers = t.metadata.finalizers.clone();
@@ -352,9 +369,13 @@ mod tests {
 
     #[test]
     fn pods_from_the_template() {
-        let mut rs = ReplicaSet::default();
-        rs.metadata = corral_api::ObjectMeta::namespaced("prod", "web-abc");
-        rs.metadata.uid = "u1".into();
+        let mut rs = ReplicaSet {
+            metadata: corral_api::ObjectMeta {
+                uid: "u1".into(),
+                ..corral_api::ObjectMeta::namespaced("prod", "web-abc")
+            },
+            ..ReplicaSet::default()
+        };
         rs.spec
             .template
             .metadata
@@ -368,7 +389,10 @@ mod tests {
         assert_eq!(p.metadata.namespace, "prod");
         assert_eq!(p.metadata.labels["app"], "web");
         let r = p.metadata.controller_ref().unwrap();
-        assert_eq!((r.kind.as_str(), r.uid.as_str(), r.block_owner_deletion), ("ReplicaSet", "u1", Some(true)));
+        assert_eq!(
+            (r.kind.as_str(), r.uid.as_str(), r.block_owner_deletion),
+            ("ReplicaSet", "u1", Some(true))
+        );
         assert_eq!((p.api_version.as_str(), p.kind.as_str()), ("v1", "Pod"));
         assert_eq!(pod_name(&"x".repeat(80)).len(), 57 + 6);
     }

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use corral_api::apps::{Deployment, DeploymentStatus, ReplicaSet};
+use corral_api::apps::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use corral_api::core::Pod;
-use corral_api::meta::LabelSelector;
+use corral_api::meta::ObjectMeta;
 use corral_api::Time;
 
 use super::status::{self, Counts};
@@ -138,7 +138,10 @@ fn next_available(rss: &[ReplicaSet], ns_pods: &[&Pod], min_ready: i32, now: Tim
     ns_pods
         .iter()
         .filter(|p| pods::is_active(p))
-        .filter(|p| rss.iter().any(|rs| pods::controlled_by(&p.metadata, &rs.metadata.uid)))
+        .filter(|p| {
+            rss.iter()
+                .any(|rs| pods::controlled_by(&p.metadata, &rs.metadata.uid))
+        })
         .filter_map(|p| pods::available_in(p, min_ready, now))
         .filter(|s| *s > 0)
         .min()
@@ -346,9 +349,7 @@ impl<'a> Work<'a> {
             return false;
         }
         let min_available = self.d.replicas() - util::max_unavailable(self.d);
-        let new_unavailable = self
-            .new
-            .map_or(0, |i| self.replicas(i) - self.available(i));
+        let new_unavailable = self.new.map_or(0, |i| self.replicas(i) - self.available(i));
         let max_scaled_down = self.total_replicas() - min_available - new_unavailable;
         if max_scaled_down <= 0 {
             return false;
@@ -655,24 +656,493 @@ pub fn new_replica_set(d: &Deployment, revision: i64) -> ReplicaSet {
         .metadata
         .labels
         .insert(HASH_LABEL.into(), hash.clone());
-    let mut selector = d.spec.selector.clone().unwrap_or_else(LabelSelector::default);
+    let mut selector = d.spec.selector.clone().unwrap_or_default();
     selector
         .match_labels
         .insert(HASH_LABEL.into(), hash.clone());
-    let mut rs = ReplicaSet::default();
-    rs.api_version = "apps/v1".into();
-    rs.kind = "ReplicaSet".into();
-    rs.metadata.name = format!("{}-{hash}", d.metadata.name);
-    rs.metadata.namespace = d.metadata.namespace.clone();
-    rs.metadata.labels = template.metadata.labels.clone();
-    copy_annotations(d, &mut rs.metadata.annotations);
-    rs.metadata
-        .annotations
-        .insert(REVISION.into(), revision.to_string());
-    rs.metadata.owner_references.push(owner_ref(d));
-    rs.spec.replicas = Some(0);
-    rs.spec.min_ready_seconds = d.spec.min_ready_seconds;
-    rs.spec.selector = Some(selector);
-    rs.spec.template = template;
-    rs
+    let mut annotations = BTreeMap::new();
+    copy_annotations(d, &mut annotations);
+    annotations.insert(REVISION.into(), revision.to_string());
+    let metadata = ObjectMeta {
+        name: format!("{}-{hash}", d.metadata.name),
+        namespace: d.metadata.namespace.clone(),
+        labels: template.metadata.labels.clone(),
+        annotations,
+        owner_references: vec![owner_ref(d)],
+        ..ObjectMeta::default()
+    };
+    ReplicaSet {
+        api_version: "apps/v1".into(),
+        kind: "ReplicaSet".into(),
+        metadata,
+        spec: ReplicaSetSpec {
+            replicas: Some(0),
+            min_ready_seconds: d.spec.min_ready_seconds,
+            selector: Some(selector),
+            template,
+        },
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::replicaset::plan as rs_plan;
+    use crate::controllers::replicaset::{pod_from_template, pods as podutil};
+    use corral_api::apps::{DeploymentStrategy, DeploymentStrategyType, RollingUpdateDeployment};
+    use corral_api::core::{ConditionStatus, Container, PodCondition, PodPhase, PodStatus};
+    use corral_api::IntOrString;
+    use corral_api::meta::LabelSelector;
+
+    fn deploy(replicas: i32, surge: i32, unavailable: i32) -> Deployment {
+        let mut d = Deployment {
+            metadata: ObjectMeta {
+                uid: "d1".into(),
+                generation: 1,
+                ..ObjectMeta::namespaced("default", "web")
+            },
+            ..Deployment::default()
+        };
+        d.spec.replicas = Some(replicas);
+        let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+        d.spec.selector = Some(LabelSelector::from_labels(&labels));
+        d.spec.template.metadata.labels = labels;
+        d.spec.template.spec.containers = vec![Container {
+            name: "web".into(),
+            image: "v1".into(),
+            ..Container::default()
+        }];
+        d.spec.strategy = Some(DeploymentStrategy {
+            type_: Some(DeploymentStrategyType::RollingUpdate),
+            rolling_update: Some(RollingUpdateDeployment {
+                max_surge: Some(IntOrString::Int(surge)),
+                max_unavailable: Some(IntOrString::Int(unavailable)),
+            }),
+        });
+        d.spec.revision_history_limit = Some(10);
+        d.spec.progress_deadline_seconds = Some(600);
+        d
+    }
+
+    fn set_image(d: &mut Deployment, image: &str) {
+        d.spec.template.spec.containers[0].image = image.into();
+        d.metadata.generation += 1;
+    }
+
+    /// The API server and both controllers in memory: the deployment plan,
+    /// then the ReplicaSet plan, applied to plain vectors.
+    struct Sim {
+        d: Deployment,
+        rss: Vec<ReplicaSet>,
+        pods: Vec<Pod>,
+        clock: i64,
+        serial: u32,
+    }
+
+    impl Sim {
+        fn new(d: Deployment) -> Sim {
+            Sim {
+                d,
+                rss: vec![],
+                pods: vec![],
+                clock: 1000,
+                serial: 0,
+            }
+        }
+
+        fn now(&self) -> Time {
+            Time::from_unix(self.clock)
+        }
+
+        fn uid(&mut self) -> String {
+            self.serial += 1;
+            format!("u{}", self.serial)
+        }
+
+        fn deployment_step(&mut self) -> Plan {
+            self.clock += 1;
+            let rss: Vec<ReplicaSet> = self.rss.clone();
+            let pods: Vec<Pod> = self.pods.clone();
+            let p = plan(
+                &self.d,
+                &rss.iter().collect::<Vec<_>>(),
+                &pods.iter().collect::<Vec<_>>(),
+                self.now(),
+            );
+            for rs in &p.update {
+                let slot = self
+                    .rss
+                    .iter_mut()
+                    .find(|r| r.metadata.name == rs.metadata.name)
+                    .expect("updates name an existing replicaset");
+                let spec_changed = slot.spec != rs.spec;
+                *slot = rs.clone();
+                if spec_changed {
+                    slot.metadata.generation += 1;
+                }
+            }
+            if let Some(rs) = &p.create {
+                assert!(self.rss.iter().all(|r| r.metadata.name != rs.metadata.name));
+                let mut rs = rs.clone();
+                rs.metadata.uid = self.uid();
+                rs.metadata.generation = 1;
+                rs.metadata.creation_timestamp = Some(self.now());
+                self.rss.push(rs);
+            }
+            self.rss
+                .retain(|r| !p.delete.iter().any(|(n, _)| *n == r.metadata.name));
+            if let Some(a) = &p.annotations {
+                self.d.metadata.annotations = a.clone();
+            }
+            if let Some(s) = &p.status {
+                self.d.status = Some(s.clone());
+            }
+            p
+        }
+
+        fn replicaset_step(&mut self) {
+            self.clock += 1;
+            for i in 0..self.rss.len() {
+                let pods = self.pods.clone();
+                let refs: Vec<&Pod> = pods.iter().collect();
+                let p = rs_plan::plan(&self.rss[i], &refs, self.now(), true);
+                self.pods
+                    .retain(|x| !p.delete.iter().any(|(n, _)| *n == x.metadata.name));
+                for _ in 0..p.create {
+                    let uid = self.uid();
+                    let mut pod = pod_from_template(&self.rss[i], &format!("p-{uid}"));
+                    pod.metadata.uid = uid;
+                    pod.metadata.creation_timestamp = Some(self.now());
+                    pod.status = Some(PodStatus {
+                        phase: Some(PodPhase::Pending),
+                        ..PodStatus::default()
+                    });
+                    self.pods.push(pod);
+                }
+                let pods = self.pods.clone();
+                let refs: Vec<&Pod> = pods.iter().collect();
+                self.rss[i].status =
+                    Some(rs_plan::plan(&self.rss[i], &refs, self.now(), false).status);
+            }
+        }
+
+        /// Up to `n` pending pods become Running and Ready.
+        fn make_ready(&mut self, n: usize) {
+            let now = self.now();
+            for p in self
+                .pods
+                .iter_mut()
+                .filter(|p| !podutil::is_ready(p))
+                .take(n)
+            {
+                p.status = Some(PodStatus {
+                    phase: Some(PodPhase::Running),
+                    conditions: vec![PodCondition {
+                        type_: "Ready".into(),
+                        status: ConditionStatus::True,
+                        observed_generation: None,
+                        last_probe_time: None,
+                        last_transition_time: Some(now),
+                        reason: String::new(),
+                        message: String::new(),
+                    }],
+                    ..PodStatus::default()
+                });
+            }
+        }
+
+        fn available(&self) -> usize {
+            self.pods.iter().filter(|p| podutil::is_ready(p)).count()
+        }
+
+        fn images(&self) -> Vec<String> {
+            let mut v: Vec<String> = self
+                .pods
+                .iter()
+                .map(|p| p.spec.containers[0].image.clone())
+                .collect();
+            v.sort();
+            v
+        }
+
+        fn rs_named(&self, image: &str) -> &ReplicaSet {
+            self.rss
+                .iter()
+                .find(|r| r.spec.template.spec.containers[0].image == image)
+                .expect("a replicaset for the image")
+        }
+
+        /// Runs both controllers, `ready_per_round` pods becoming ready each
+        /// round, until nothing changes; checks `min_available` throughout.
+        fn converge(&mut self, ready_per_round: usize, min_available: usize) {
+            for _ in 0..200 {
+                let before = (self.rss.clone(), self.pods.clone(), self.d.clone());
+                self.deployment_step();
+                self.replicaset_step();
+                assert!(
+                    self.available() >= min_available,
+                    "only {} available, want at least {min_available}: {:?}",
+                    self.available(),
+                    self.images()
+                );
+                self.make_ready(ready_per_round);
+                if (self.rss.clone(), self.pods.clone(), self.d.clone()) == before {
+                    return;
+                }
+            }
+            panic!("did not converge");
+        }
+
+        fn status(&self) -> DeploymentStatus {
+            self.d.status.clone().unwrap_or_default()
+        }
+
+        fn progressing_reason(&self) -> String {
+            status::get(&self.status().conditions, status::PROGRESSING)
+                .map(|c| c.reason.clone())
+                .unwrap_or_default()
+        }
+    }
+
+    fn rolled_out(sim: &Sim) -> bool {
+        crate::controllers::deployment::status::complete(&sim.d, &sim.status())
+    }
+
+    #[test]
+    fn first_rollout_creates_one_replicaset_and_completes() {
+        let mut sim = Sim::new(deploy(3, 1, 0));
+        let p = sim.deployment_step();
+        let rs = p.create.expect("a new replicaset");
+        let hash = rs.metadata.labels[HASH_LABEL].clone();
+        assert_eq!(rs.metadata.name, format!("web-{hash}"));
+        assert_eq!(
+            rs.spec.selector.as_ref().unwrap().match_labels[HASH_LABEL],
+            hash
+        );
+        assert_eq!(rs.spec.template.metadata.labels[HASH_LABEL], hash);
+        assert_eq!(rs.replicas(), 3);
+        assert_eq!(rs.metadata.annotations[REVISION], "1");
+        assert_eq!(rs.metadata.controller_ref().unwrap().uid, "d1");
+        assert_eq!(sim.d.metadata.annotations[REVISION], "1");
+        assert_eq!(sim.progressing_reason(), status::NEW_RS_CREATED);
+        sim.converge(3, 0);
+        assert_eq!(sim.rss.len(), 1);
+        assert_eq!(sim.pods.len(), 3);
+        assert!(rolled_out(&sim));
+        assert_eq!(sim.progressing_reason(), status::NEW_RS_AVAILABLE);
+        assert_eq!(sim.d.metadata.annotations[REVISION], "1");
+        let s = sim.status();
+        assert_eq!(
+            (
+                s.replicas,
+                s.updated_replicas,
+                s.ready_replicas,
+                s.available_replicas
+            ),
+            (3, 3, 3, 3)
+        );
+        assert_eq!(s.observed_generation, 1);
+    }
+
+    #[test]
+    fn rolling_update_respects_max_unavailable_and_surge() {
+        for (replicas, surge, unavailable) in [(4, 1, 1), (3, 1, 0), (5, 0, 2), (10, 3, 2)] {
+            let mut sim = Sim::new(deploy(replicas, surge, unavailable));
+            sim.converge(100, 0);
+            set_image(&mut sim.d, "v2");
+            let mut max_pods = 0;
+            for _ in 0..200 {
+                sim.deployment_step();
+                sim.replicaset_step();
+                max_pods = max_pods.max(sim.pods.len());
+                let min = usize::try_from(replicas - unavailable).unwrap();
+                assert!(
+                    sim.available() >= min,
+                    "{replicas}/{surge}/{unavailable}: {} available",
+                    sim.available()
+                );
+                sim.make_ready(1);
+                if rolled_out(&sim) && sim.pods.len() == usize::try_from(replicas).unwrap() {
+                    break;
+                }
+            }
+            assert!(
+                rolled_out(&sim),
+                "{replicas}/{surge}/{unavailable} did not finish"
+            );
+            assert!(
+                max_pods <= usize::try_from(replicas + surge).unwrap(),
+                "surge exceeded: {max_pods}"
+            );
+            assert_eq!(
+                sim.images(),
+                vec!["v2".to_string(); usize::try_from(replicas).unwrap()]
+            );
+            assert_eq!(sim.rs_named("v1").replicas(), 0);
+            assert_eq!(sim.rs_named("v2").metadata.annotations[REVISION], "2");
+            assert_eq!(sim.d.metadata.annotations[REVISION], "2");
+        }
+    }
+
+    #[test]
+    fn rollback_reuses_the_old_replicaset_with_a_new_revision() {
+        let mut sim = Sim::new(deploy(2, 1, 0));
+        sim.converge(100, 0);
+        let v1 = sim.rs_named("v1").metadata.name.clone();
+        set_image(&mut sim.d, "v2");
+        sim.converge(100, 0);
+        // What `rollout undo` does: the old template back, without the hash.
+        let mut template = sim.rs_named("v1").spec.template.clone();
+        template.metadata.labels.remove(HASH_LABEL);
+        sim.d.spec.template = template;
+        sim.d.metadata.generation += 1;
+        let p = sim.deployment_step();
+        assert!(p.create.is_none(), "no new replicaset for an old template");
+        sim.converge(100, 0);
+        assert_eq!(sim.rss.len(), 2);
+        let back = sim.rs_named("v1");
+        assert_eq!(back.metadata.name, v1);
+        assert_eq!(back.metadata.annotations[REVISION], "3");
+        assert_eq!(back.replicas(), 2);
+        assert_eq!(sim.rs_named("v2").replicas(), 0);
+        assert_eq!(sim.d.metadata.annotations[REVISION], "3");
+        assert!(rolled_out(&sim));
+    }
+
+    #[test]
+    fn paused_deployment_scales_but_does_not_roll() {
+        let mut sim = Sim::new(deploy(2, 1, 0));
+        sim.converge(100, 0);
+        sim.d.spec.paused = true;
+        set_image(&mut sim.d, "v2");
+        sim.converge(100, 0);
+        assert_eq!(sim.rss.len(), 1);
+        assert_eq!(sim.images(), ["v1", "v1"]);
+        assert_eq!(sim.progressing_reason(), status::PAUSED);
+        sim.d.spec.replicas = Some(4);
+        sim.d.metadata.generation += 1;
+        sim.converge(100, 0);
+        assert_eq!(sim.images(), ["v1", "v1", "v1", "v1"]);
+        sim.d.spec.paused = false;
+        sim.d.metadata.generation += 1;
+        sim.converge(100, 0);
+        assert_eq!(sim.images(), ["v2", "v2", "v2", "v2"]);
+        assert_eq!(sim.progressing_reason(), status::NEW_RS_AVAILABLE);
+    }
+
+    #[test]
+    fn scale_up_and_down_and_proportionally_mid_rollout() {
+        let mut sim = Sim::new(deploy(3, 1, 0));
+        sim.converge(100, 0);
+        for n in [5, 1, 0, 3] {
+            sim.d.spec.replicas = Some(n);
+            sim.d.metadata.generation += 1;
+            sim.converge(100, 0);
+            assert_eq!(sim.pods.len(), usize::try_from(n).unwrap());
+            assert!(rolled_out(&sim));
+        }
+        // Mid-rollout (new pods never get ready), scale 3 -> 9: both sets grow.
+        let mut sim = Sim::new(deploy(3, 1, 0));
+        sim.converge(100, 0);
+        set_image(&mut sim.d, "v2");
+        sim.converge(0, 3);
+        let (old, new) = (sim.rs_named("v1").replicas(), sim.rs_named("v2").replicas());
+        assert_eq!((old, new), (3, 1));
+        sim.d.spec.replicas = Some(9);
+        sim.d.metadata.generation += 1;
+        sim.deployment_step();
+        let (old, new) = (sim.rs_named("v1").replicas(), sim.rs_named("v2").replicas());
+        // replicas + maxSurge, in proportion to the sizes 3:1 they had
+        // for 3 + 1: 7.5 -> 8 and 2.5 -> 3 (capped by what is left).
+        assert_eq!((old, new), (8, 2));
+    }
+
+    #[test]
+    fn recreate_stops_old_pods_before_starting_new_ones() {
+        let mut d = deploy(3, 1, 0);
+        d.spec.strategy = Some(DeploymentStrategy {
+            type_: Some(DeploymentStrategyType::Recreate),
+            rolling_update: None,
+        });
+        let mut sim = Sim::new(d);
+        sim.converge(100, 0);
+        set_image(&mut sim.d, "v2");
+        let p = sim.deployment_step();
+        assert!(p.create.is_none());
+        assert_eq!(sim.rs_named("v1").replicas(), 0);
+        // Old pods still exist until the ReplicaSet controller runs.
+        let p = sim.deployment_step();
+        assert!(p.create.is_none(), "old pods still running");
+        sim.replicaset_step();
+        assert!(sim.pods.is_empty());
+        let p = sim.deployment_step();
+        assert_eq!(p.create.map(|r| r.replicas()), Some(3));
+        sim.converge(100, 0);
+        assert_eq!(sim.images(), ["v2", "v2", "v2"]);
+    }
+
+    #[test]
+    fn history_beyond_the_limit_is_deleted() {
+        let mut d = deploy(1, 1, 0);
+        d.spec.revision_history_limit = Some(1);
+        let mut sim = Sim::new(d);
+        for image in ["v1", "v2", "v3", "v4"] {
+            if image != "v1" {
+                set_image(&mut sim.d, image);
+            }
+            sim.converge(100, 0);
+        }
+        let mut images: Vec<String> = sim
+            .rss
+            .iter()
+            .map(|r| r.spec.template.spec.containers[0].image.clone())
+            .collect();
+        images.sort();
+        assert_eq!(images, ["v3", "v4"]);
+    }
+
+    #[test]
+    fn adopts_and_releases_replicasets() {
+        let d = deploy(1, 1, 0);
+        let mut orphan = new_replica_set(&d, 1);
+        orphan.metadata.owner_references.clear();
+        orphan.metadata.uid = "rs-orphan".into();
+        let mut stray = new_replica_set(&d, 1);
+        stray.metadata.name = "stray".into();
+        stray.metadata.uid = "rs-stray".into();
+        stray.metadata.labels.insert("app".into(), "other".into());
+        let p = plan(&d, &[&orphan, &stray], &[], Time::from_unix(1));
+        assert!(
+            p.create.is_none(),
+            "the adopted orphan is the new replicaset"
+        );
+        let adopted = p
+            .update
+            .iter()
+            .find(|r| r.metadata.name == orphan.metadata.name)
+            .unwrap();
+        assert_eq!(adopted.metadata.controller_ref().unwrap().uid, "d1");
+        let released = p
+            .update
+            .iter()
+            .find(|r| r.metadata.name == "stray")
+            .unwrap();
+        assert!(released.metadata.owner_references.is_empty());
+    }
+
+    #[test]
+    fn progress_deadline_exceeded() {
+        let mut d = deploy(1, 1, 0);
+        d.spec.progress_deadline_seconds = Some(10);
+        let mut sim = Sim::new(d);
+        sim.converge(0, 0);
+        assert_eq!(sim.progressing_reason(), status::RS_UPDATED);
+        sim.clock += 5;
+        sim.deployment_step();
+        assert_eq!(sim.progressing_reason(), status::RS_UPDATED);
+        sim.clock += 20;
+        sim.deployment_step();
+        assert_eq!(sim.progressing_reason(), status::TIMED_OUT);
+    }
 }

@@ -170,7 +170,10 @@ fn progressing(old: &DeploymentStatus, new: &DeploymentStatus) -> bool {
 /// Seconds left before the progress deadline (<= 0: passed), None when no
 /// deadline applies to the current condition.
 fn deadline_left(d: &Deployment, s: &DeploymentStatus, now: Time) -> Option<i64> {
-    let secs = d.spec.progress_deadline_seconds.filter(|_| has_deadline(d))?;
+    let secs = d
+        .spec
+        .progress_deadline_seconds
+        .filter(|_| has_deadline(d))?;
     let c = get(&s.conditions, PROGRESSING)?;
     if c.reason == NEW_RS_AVAILABLE || c.reason == TIMED_OUT {
         return None;
@@ -194,8 +197,8 @@ pub fn rollout(
         return (s, None);
     }
     let cur = get(&old.conditions, PROGRESSING).cloned();
-    let is_complete =
-        s.replicas == s.updated_replicas && cur.as_ref().is_some_and(|c| c.reason == NEW_RS_AVAILABLE);
+    let is_complete = s.replicas == s.updated_replicas
+        && cur.as_ref().is_some_and(|c| c.reason == NEW_RS_AVAILABLE);
     let what = |tail: &str| match new_rs {
         Some(rs) => format!("ReplicaSet {rs:?} {tail}"),
         None => format!("Deployment {:?} {tail}", d.metadata.name),
@@ -278,7 +281,10 @@ mod tests {
         assert_eq!(s.unavailable_replicas, 1);
         assert_eq!(s.observed_generation, 2);
         let s = calculate(&d, counts(4, 4, 2), vec![], now);
-        assert_eq!(get(&s.conditions, AVAILABLE).unwrap().reason, MIN_UNAVAILABLE);
+        assert_eq!(
+            get(&s.conditions, AVAILABLE).unwrap().reason,
+            MIN_UNAVAILABLE
+        );
     }
 
     #[test]
@@ -294,17 +300,33 @@ mod tests {
         d.status = Some(s);
         // No progress for longer than the deadline.
         let late = Time::from_unix(1700);
-        let s = calculate(&d, counts(2, 1, 1), d.status.clone().unwrap().conditions, late);
+        let s = calculate(
+            &d,
+            counts(2, 1, 1),
+            d.status.clone().unwrap().conditions,
+            late,
+        );
         let (s, requeue) = rollout(&d, s, Some("web-abc"), late);
         assert_eq!(get(&s.conditions, PROGRESSING).unwrap().reason, TIMED_OUT);
-        assert_eq!(get(&s.conditions, PROGRESSING).unwrap().status, ConditionStatus::False);
+        assert_eq!(
+            get(&s.conditions, PROGRESSING).unwrap().status,
+            ConditionStatus::False
+        );
         assert_eq!(requeue, None);
         d.status = Some(s);
         // Completion replaces even a timeout.
-        let s = calculate(&d, counts(2, 2, 2), d.status.clone().unwrap().conditions, late);
+        let s = calculate(
+            &d,
+            counts(2, 2, 2),
+            d.status.clone().unwrap().conditions,
+            late,
+        );
         let (s, _) = rollout(&d, s, Some("web-abc"), late);
         let c = get(&s.conditions, PROGRESSING).unwrap();
-        assert_eq!((c.reason.as_str(), c.status), (NEW_RS_AVAILABLE, ConditionStatus::True));
+        assert_eq!(
+            (c.reason.as_str(), c.status),
+            (NEW_RS_AVAILABLE, ConditionStatus::True)
+        );
     }
 
     #[test]
@@ -317,17 +339,44 @@ mod tests {
         d.spec.paused = false;
         paused_condition(&d, &mut conds, Time::from_unix(6));
         let c = get(&conds, PROGRESSING).unwrap();
-        assert_eq!((c.reason.as_str(), c.last_transition_time), (RESUMED, Some(Time::from_unix(5))));
+        assert_eq!(
+            (c.reason.as_str(), c.last_transition_time),
+            (RESUMED, Some(Time::from_unix(5)))
+        );
     }
 
     #[test]
     fn set_keeps_transition_time_for_same_status() {
-        let mut conds = vec![condition(AVAILABLE, ConditionStatus::True, "A", String::new(), Time::from_unix(1))];
-        set(&mut conds, condition(AVAILABLE, ConditionStatus::True, "B", String::new(), Time::from_unix(9)));
+        let mut conds = vec![condition(
+            AVAILABLE,
+            ConditionStatus::True,
+            "A",
+            String::new(),
+            Time::from_unix(1),
+        )];
+        set(
+            &mut conds,
+            condition(
+                AVAILABLE,
+                ConditionStatus::True,
+                "B",
+                String::new(),
+                Time::from_unix(9),
+            ),
+        );
         assert_eq!(conds[0].last_transition_time, Some(Time::from_unix(1)));
         assert_eq!(conds[0].reason, "B");
         let before = conds.clone();
-        set(&mut conds, condition(AVAILABLE, ConditionStatus::True, "B", String::new(), Time::from_unix(20)));
+        set(
+            &mut conds,
+            condition(
+                AVAILABLE,
+                ConditionStatus::True,
+                "B",
+                String::new(),
+                Time::from_unix(20),
+            ),
+        );
         assert_eq!(conds, before);
     }
 }

@@ -144,9 +144,18 @@ mod tests {
         let pct = |s: &str| IntOrString::String(s.into());
         assert_eq!(fenceposts(&deploy(3, pct("25%"), pct("25%"))), (1, 0));
         assert_eq!(fenceposts(&deploy(10, pct("25%"), pct("25%"))), (3, 2));
-        assert_eq!(fenceposts(&deploy(4, IntOrString::Int(0), pct("10%"))), (0, 1));
-        assert_eq!(fenceposts(&deploy(5, IntOrString::Int(2), IntOrString::Int(1))), (2, 1));
-        assert_eq!(max_unavailable(&deploy(2, IntOrString::Int(0), IntOrString::Int(5))), 2);
+        assert_eq!(
+            fenceposts(&deploy(4, IntOrString::Int(0), pct("10%"))),
+            (0, 1)
+        );
+        assert_eq!(
+            fenceposts(&deploy(5, IntOrString::Int(2), IntOrString::Int(1))),
+            (2, 1)
+        );
+        assert_eq!(
+            max_unavailable(&deploy(2, IntOrString::Int(0), IntOrString::Int(5))),
+            2
+        );
         let mut recreate = deploy(3, pct("25%"), pct("25%"));
         recreate.spec.strategy = Some(DeploymentStrategy {
             type_: Some(DeploymentStrategyType::Recreate),
@@ -164,7 +173,10 @@ mod tests {
         assert!(h.bytes().all(|b| ALPHABET.contains(&b)));
         assert_eq!(h, template_hash(&t, None));
         let mut labelled = t.clone();
-        labelled.metadata.labels.insert(HASH_LABEL.into(), h.clone());
+        labelled
+            .metadata
+            .labels
+            .insert(HASH_LABEL.into(), h.clone());
         assert_eq!(template_hash(&labelled, None), h);
         assert!(equal_ignore_hash(&t, &labelled));
         assert_ne!(template_hash(&t, Some(1)), h);

@@ -55,7 +55,11 @@ pub fn plan(rs: &ReplicaSet, ns_pods: &[&Pod], now: Time, manage: bool) -> Plan 
             Claim::Ignore => {}
         }
     }
-    let mut active: Vec<&Pod> = owned.iter().copied().filter(|p| pods::is_active(p)).collect();
+    let mut active: Vec<&Pod> = owned
+        .iter()
+        .copied()
+        .filter(|p| pods::is_active(p))
+        .collect();
     if manage && usable && !rs.metadata.is_being_deleted() {
         decide_counts(rs, &mut active, &owned, &mut out);
     }
@@ -118,16 +122,20 @@ pub fn status(rs: &ReplicaSet, active: &[&Pod], now: Time) -> ReplicaSetStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controllers::replicaset::pods::tests::pod;
     use crate::controllers::replicaset::pods::controller_ref;
+    use crate::controllers::replicaset::pods::tests::pod;
     use corral_api::core::PodPhase;
     use corral_api::meta::{LabelSelector, ObjectMeta};
 
     fn rs(replicas: i32) -> ReplicaSet {
-        let mut rs = ReplicaSet::default();
-        rs.metadata = ObjectMeta::namespaced("default", "web");
-        rs.metadata.uid = "rs1".into();
-        rs.metadata.generation = 3;
+        let mut rs = ReplicaSet {
+            metadata: ObjectMeta {
+                uid: "rs1".into(),
+                generation: 3,
+                ..ObjectMeta::namespaced("default", "web")
+            },
+            ..ReplicaSet::default()
+        };
         rs.spec.replicas = Some(replicas);
         let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
         rs.spec.selector = Some(LabelSelector::from_labels(&labels));
@@ -160,7 +168,10 @@ mod tests {
         assert_eq!(p.status.available_replicas, 1);
         assert_eq!(p.status.observed_generation, 3);
         let waiting = plan(&rs, &[&a], Time::from_unix(10), false);
-        assert_eq!(waiting.create, 0, "no creates while expectations are pending");
+        assert_eq!(
+            waiting.create, 0,
+            "no creates while expectations are pending"
+        );
         assert_eq!(waiting.status.replicas, 1);
     }
 
@@ -172,7 +183,12 @@ mod tests {
         let mut pending = owned(&rs, "b", PodPhase::Pending, None);
         pending.spec.node_name = "n1".into();
         let unscheduled = owned(&rs, "c", PodPhase::Pending, None);
-        let p = plan(&rs, &[&ready, &pending, &unscheduled], Time::from_unix(10), true);
+        let p = plan(
+            &rs,
+            &[&ready, &pending, &unscheduled],
+            Time::from_unix(10),
+            true,
+        );
         assert_eq!(names(&p.delete), ["c", "b"]);
         assert_eq!(p.create, 0);
     }
@@ -197,7 +213,10 @@ mod tests {
         let p = plan(&rs, &[&orphan, &moved, &foreign], Time::from_unix(10), true);
         assert_eq!(p.adopt, ["o"]);
         assert_eq!(p.release, ["m"]);
-        assert_eq!(p.create, 1, "the adopted orphan counts, the released pod does not");
+        assert_eq!(
+            p.create, 1,
+            "the adopted orphan counts, the released pod does not"
+        );
     }
 
     #[test]
@@ -247,7 +266,10 @@ mod tests {
     fn scale_to_zero_and_deleted_owner() {
         let mut rs = rs(0);
         let a = owned(&rs, "a", PodPhase::Running, None);
-        assert_eq!(names(&plan(&rs, &[&a], Time::from_unix(1), true).delete), ["a"]);
+        assert_eq!(
+            names(&plan(&rs, &[&a], Time::from_unix(1), true).delete),
+            ["a"]
+        );
         rs.metadata.deletion_timestamp = Some(Time::from_unix(1));
         let p = plan(&rs, &[&a], Time::from_unix(1), true);
         assert!(p.delete.is_empty() && p.create == 0);

@@ -146,10 +146,14 @@ pub(crate) mod tests {
     use corral_api::core::PodStatus;
 
     pub fn pod(name: &str, phase: PodPhase, ready: Option<i64>) -> Pod {
-        let mut p = Pod::default();
-        p.metadata = ObjectMeta::namespaced("default", name);
-        p.metadata.uid = format!("uid-{name}");
-        p.metadata.creation_timestamp = Some(Time::from_unix(1000));
+        let mut p = Pod {
+            metadata: ObjectMeta {
+                uid: format!("uid-{name}"),
+                creation_timestamp: Some(Time::from_unix(1000)),
+                ..ObjectMeta::namespaced("default", name)
+            },
+            ..Pod::default()
+        };
         let conditions = ready
             .map(|t| {
                 vec![PodCondition {
@@ -205,7 +209,7 @@ pub(crate) mod tests {
         let mut newer = pod("e", PodPhase::Running, Some(10));
         newer.spec.node_name = "n1".into();
         newer.metadata.creation_timestamp = Some(Time::from_unix(2000));
-        let mut pods = vec![
+        let mut pods = [
             old_ready.clone(),
             scheduled_ready,
             newer,

@@ -122,7 +122,8 @@ impl Expectations {
         p.creates.retain(|name| present(name).is_none());
         p.deletes
             .retain(|(name, uid)| present(name).as_deref() == Some(uid.as_str()));
-        if (p.creates.is_empty() && p.deletes.is_empty()) || p.since.elapsed() > EXPECTATION_TIMEOUT {
+        if (p.creates.is_empty() && p.deletes.is_empty()) || p.since.elapsed() > EXPECTATION_TIMEOUT
+        {
             self.pending.remove(key);
             return true;
         }
@@ -179,7 +180,11 @@ mod tests {
     fn expectations_wait_for_the_cache() {
         let mut e = Expectations::default();
         let key = k("rs");
-        e.expect(&key, &["p1".into(), "p2".into()], &[("old".into(), "u-old".into())]);
+        e.expect(
+            &key,
+            &["p1".into(), "p2".into()],
+            &[("old".into(), "u-old".into())],
+        );
         let cache: BTreeMap<&str, &str> = [("p1", "u1"), ("old", "u-old")].into();
         let present = |c: &BTreeMap<&str, &str>, n: &str| c.get(n).map(|u| u.to_string());
         assert!(!e.satisfied(&key, |n| present(&cache, n)));
