@@ -102,6 +102,9 @@ pub enum Verb {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Measure container start against peer runtimes, podman and a VM; pods through the agent.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchVerb),
     #[command(flatten)]
     Cluster(crate::cluster::args::ClusterVerb),
 }

@@ -6,6 +6,7 @@
 //! its own `corral-shim` (stdio, log, exit record), so `corral` itself
 //! exits after every verb. See `corral --help` and ARCHITECTURE.md.
 
+mod bench;
 mod cli;
 mod cluster;
 mod containers;
@@ -74,6 +75,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
         Verb::Kill(a) => lifecycle::kill(g, a)?,
         Verb::Rm(a) => lifecycle::rm(g, a)?,
         Verb::Inspect { containers } => ps::inspect(g, containers)?,
+        Verb::Bench(v) => return bench::dispatch(g, v, cli.cluster.namespace.as_deref()),
         Verb::Cluster(v) => return Ok(cluster::dispatch(&cli.cluster, v)),
     }
     Ok(0)
