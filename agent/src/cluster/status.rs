@@ -61,6 +61,30 @@ fn strip_nulls(v: &Value) -> Value {
     }
 }
 
+/// Add to `new` the conditions of `server` whose type the agent does not
+/// set (written by others, e.g. an eviction's DisruptionTarget): the list
+/// is replaced as a whole by a merge patch.
+fn keep_foreign_conditions(new: &mut Value, server: &Value) {
+    let Some(theirs) = server.get("conditions").and_then(Value::as_array) else {
+        return;
+    };
+    let Some(obj) = new.as_object_mut() else {
+        return;
+    };
+    let ours = obj
+        .entry("conditions")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    let Some(ours) = ours.as_array_mut() else {
+        return;
+    };
+    let foreign: Vec<Value> = theirs
+        .iter()
+        .filter(|c| !ours.iter().any(|o| o.get("type") == c.get("type")))
+        .cloned()
+        .collect();
+    ours.extend(foreign);
+}
+
 /// Wakes whoever waits on the returned `Notify` when a file appears in,
 /// is replaced in or leaves `dir` (falls back to once a second without
 /// inotify).
@@ -131,13 +155,15 @@ impl Reporter {
                 continue; // a static pod, or one the API no longer has
             };
             live.push(m.uid.clone());
-            let new = serde_json::to_value(&pod.status).unwrap_or(Value::Null);
+            let mut new = serde_json::to_value(&pod.status).unwrap_or(Value::Null);
             if new.is_null() {
                 continue;
             }
+            let server = serde_json::to_value(&api.status).unwrap_or(Value::Null);
+            keep_foreign_conditions(&mut new, &server);
             let base = match self.sent.get(&m.uid) {
                 Some(v) => v.clone(),
-                None => serde_json::to_value(&api.status).unwrap_or(Value::Null),
+                None => server,
             };
             let Some(diff) = merge_diff(&base, &new) else {
                 continue;
@@ -210,6 +236,23 @@ mod tests {
         assert!(d.get("hostIP").is_some());
         assert_eq!(apply(&old, &d), new);
         assert_eq!(merge_diff(&new, &new), None);
+    }
+
+    #[test]
+    fn conditions_of_others_are_kept() {
+        let server = json!({"conditions": [
+            {"type": "Ready", "status": "False"},
+            {"type": "DisruptionTarget", "status": "True"}
+        ]});
+        let mut new = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+        keep_foreign_conditions(&mut new, &server);
+        assert_eq!(
+            new["conditions"],
+            json!([{"type": "Ready", "status": "True"}, {"type": "DisruptionTarget", "status": "True"}])
+        );
+        let mut bare = json!({"phase": "Running"});
+        keep_foreign_conditions(&mut bare, &json!({"phase": "Pending"}));
+        assert_eq!(bare, json!({"phase": "Running"}));
     }
 
     #[test]
