@@ -692,8 +692,8 @@ mod tests {
     use crate::controllers::replicaset::{pod_from_template, pods as podutil};
     use corral_api::apps::{DeploymentStrategy, DeploymentStrategyType, RollingUpdateDeployment};
     use corral_api::core::{ConditionStatus, Container, PodCondition, PodPhase, PodStatus};
-    use corral_api::IntOrString;
     use corral_api::meta::LabelSelector;
+    use corral_api::IntOrString;
 
     fn deploy(replicas: i32, surge: i32, unavailable: i32) -> Deployment {
         let mut d = Deployment {
