@@ -14,9 +14,11 @@ mod batch;
 mod filter;
 mod ports;
 mod resources;
+mod runner;
 mod score;
 mod snapshot;
 pub mod synth;
 
 pub use batch::{queue_order, schedule, Options, Placement, Unschedulable};
+pub use runner::{run, SchedulerConfig, DEFAULT_SCHEDULER};
 pub use snapshot::Snapshot;
