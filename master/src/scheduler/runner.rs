@@ -422,3 +422,178 @@ mod tests {
         assert_eq!(e.metadata.namespace, "default");
     }
 }
+
+/// The runner against a real API server (this crate's, in-process, over
+/// HTTPS on loopback) and the real client.
+#[cfg(test)]
+mod live {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use corral_api::core::{Event, Node, Pod};
+    use corral_client::{Client, ListParams};
+
+    use super::{run, SchedulerConfig};
+    use crate::api::{self, Api};
+    use crate::scheduler::synth::{node, owned_by, pod, with_requests};
+    use crate::{auth, store, tls};
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    struct Server {
+        client: Client,
+        task: tokio::task::JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn start_server() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let pki = tls::load_or_create(dir.path(), &tls::serving_names(addr, None)).unwrap();
+        let tokens = auth::Tokens::load_or_create(dir.path()).unwrap();
+        let token = tokens.admin_token().to_string();
+        let cfg = store::StoreConfig::from_flag(None, dir.path()).unwrap();
+        let store = store::open(&cfg).await.unwrap();
+        let api = std::sync::Arc::new(Api::new(store, tokens, 3 << 20));
+        api.init().await.unwrap();
+        let task = tokio::spawn(async move {
+            let _ = api::serve(api, listener, pki.server_config).await;
+        });
+        let client = Client::new(
+            &format!("https://{addr}"),
+            &token,
+            Some(pki.ca_pem.as_bytes()),
+        )
+        .unwrap();
+        Server {
+            client,
+            task,
+            _dir: dir,
+        }
+    }
+
+    async fn create_node(c: &Client, name: &str, cpu_milli: i64) {
+        let mut n = node(name, cpu_milli, 8 << 30);
+        n.metadata.uid.clear();
+        c.create(&n).await.unwrap();
+    }
+
+    async fn create_pod(c: &Client, mut p: Pod) {
+        p.metadata.uid.clear();
+        c.create(&p).await.unwrap();
+    }
+
+    /// Polls `check` until it gives Some, or fails the test after DEADLINE.
+    async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn node_of(c: &Client, name: &str) -> String {
+        let p: Pod = c.get("default", name).await.unwrap();
+        p.spec.node_name
+    }
+
+    async fn failed_events(c: &Client, pod: &str) -> Vec<Event> {
+        let sel = format!("involvedObject.name={pod},reason=FailedScheduling");
+        c.list::<Event>("default", &ListParams::fields(&sel))
+            .await
+            .unwrap()
+            .items
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn binds_spreads_reports_once_and_retries() {
+        let server = start_server().await;
+        let c = server.client.clone();
+        create_node(&c, "n1", 2000).await;
+        create_node(&c, "n2", 2000).await;
+        for i in 0..4 {
+            let p = owned_by(
+                with_requests(pod(&format!("web-{i}")), "500m", "64Mi"),
+                "rs-web",
+            );
+            create_pod(&c, p).await;
+        }
+        create_pod(&c, with_requests(pod("big"), "4", "64Mi")).await;
+        let mut other = pod("other");
+        other.spec.scheduler_name = "someone-else".into();
+        create_pod(&c, other).await;
+
+        let cfg = SchedulerConfig {
+            batch_delay: Duration::from_millis(5),
+            retry_interval: Duration::from_millis(200),
+            ..SchedulerConfig::default()
+        };
+        let sched = tokio::spawn(run(c.clone(), cfg));
+
+        let placed = eventually("4 web pods bound", || async {
+            let mut by_node: BTreeMap<String, usize> = BTreeMap::new();
+            for i in 0..4 {
+                let n = node_of(&c, &format!("web-{i}")).await;
+                if n.is_empty() {
+                    return None;
+                }
+                *by_node.entry(n).or_default() += 1;
+            }
+            Some(by_node)
+        })
+        .await;
+        assert_eq!(placed.values().copied().collect::<Vec<_>>(), vec![2, 2]);
+        let web: Pod = c.get("default", "web-0").await.unwrap();
+        assert!(web
+            .status
+            .as_ref()
+            .and_then(|s| s.condition("PodScheduled"))
+            .is_some_and(|c| c.status == corral_api::core::ConditionStatus::True));
+
+        let msg = "0/2 nodes are available: 2 Insufficient cpu.";
+        eventually("big's PodScheduled=False", || async {
+            let p: Pod = c.get("default", "big").await.ok()?;
+            let cond = p.status?.condition("PodScheduled")?.clone();
+            (cond.reason == "Unschedulable" && cond.message == msg).then_some(())
+        })
+        .await;
+        let events = eventually("one FailedScheduling event", || async {
+            let ev = failed_events(&c, "big").await;
+            (!ev.is_empty()).then_some(ev)
+        })
+        .await;
+        assert_eq!(events[0].message, msg);
+        assert_eq!(events[0].type_, "Warning");
+        // Several retry ticks and the watch of our own patch later: still one.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(failed_events(&c, "big").await.len(), 1);
+
+        // Room appears: the waiting pod is retried and bound there.
+        create_node(&c, "n3", 8000).await;
+        let n = eventually("big bound", || async {
+            let n = node_of(&c, "big").await;
+            (!n.is_empty()).then_some(n)
+        })
+        .await;
+        assert_eq!(n, "n3");
+        assert_eq!(node_of(&c, "other").await, "");
+        let nodes: Vec<Node> = c.list("", &ListParams::default()).await.unwrap().items;
+        assert_eq!(nodes.len(), 3);
+        sched.abort();
+    }
+}
