@@ -162,32 +162,29 @@ impl ServiceNetwork {
         used: &mut Used,
     ) -> Result<(), FieldError> {
         let path = Path::new("spec").child("clusterIP");
+        let ips_path = Path::new("spec").child("clusterIPs").index(0);
         let spec = &mut svc.spec;
         let first = spec.cluster_ips.first().cloned().unwrap_or_default();
-        if spec.cluster_ip.is_empty() {
-            spec.cluster_ip = first.clone();
-        } else if !first.is_empty() && first != spec.cluster_ip {
-            let p = Path::new("spec").child("clusterIPs").index(0);
-            return Err(FieldError::invalid(
-                &p,
-                first,
-                "must match `clusterIP` when both are specified",
-            ));
-        }
         let old_ip = old
             .filter(|o| o.service_type() != ServiceType::ExternalName)
             .map(|o| o.spec.cluster_ip.clone())
             .filter(|ip| !ip.is_empty());
-        match (&old_ip, spec.cluster_ip.is_empty()) {
-            (Some(o), true) => spec.cluster_ip = o.clone(),
-            (Some(o), false) if *o != spec.cluster_ip => {
-                return Err(FieldError::invalid(
-                    &path,
-                    spec.cluster_ip.as_str(),
-                    "field is immutable",
-                ))
+        if let Some(o) = &old_ip {
+            // An update: left out means kept, anything else is a change.
+            for (p, v) in [(&path, &spec.cluster_ip), (&ips_path, &first)] {
+                if !v.is_empty() && v != o {
+                    return Err(FieldError::invalid(p, v.as_str(), "field is immutable"));
+                }
             }
-            _ => {}
+            spec.cluster_ip = o.clone();
+        } else if spec.cluster_ip.is_empty() {
+            spec.cluster_ip = first.clone();
+        } else if !first.is_empty() && first != spec.cluster_ip {
+            return Err(FieldError::invalid(
+                &ips_path,
+                first,
+                "must match `clusterIP` when both are specified",
+            ));
         }
         let requested = spec.cluster_ip.clone();
         if requested == "None" {
@@ -494,6 +491,16 @@ mod tests {
             e[0].to_string(),
             "spec.clusterIP: Invalid value: \"10.96.0.5\": field is immutable"
         );
+        // A merge patch of clusterIP alone leaves the old clusterIPs beside it.
+        let mut patched = old.clone();
+        patched.spec.cluster_ip = "10.96.0.5".into();
+        let e = n.allocate(&mut patched, Some(&old), &others).unwrap_err();
+        assert_eq!(e[0].path.as_str(), "spec.clusterIP");
+        let mut ips_only = old.clone();
+        ips_only.spec.cluster_ip.clear();
+        ips_only.spec.cluster_ips = vec!["10.96.0.5".into()];
+        let e = n.allocate(&mut ips_only, Some(&old), &others).unwrap_err();
+        assert_eq!(e[0].path.as_str(), "spec.clusterIPs[0]");
     }
 
     #[test]
