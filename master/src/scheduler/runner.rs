@@ -153,23 +153,21 @@ impl Runner {
             || (name.is_empty() && self.cfg.scheduler_name == DEFAULT_SCHEDULER)
     }
 
-    /// One run of the pure scheduler over the current caches.
+    /// One run of the pure scheduler over the current caches. Most passes
+    /// (node heartbeats, pod status updates) find nothing pending and stop
+    /// before building a snapshot.
     fn pass(&mut self) {
-        let nodes = self.nodes.list();
         let pods = self.pods.list();
-        let mut snap = Snapshot::new(&nodes);
         let mut pending: Vec<&Pod> = Vec::new();
         let mut unbound: HashSet<&str> = HashSet::new();
-        for p in &pods {
-            if !p.spec.node_name.is_empty() {
-                snap.add_pod(p);
-                continue;
-            }
+        for p in pods.iter().filter(|p| p.spec.node_name.is_empty()) {
             let uid = p.metadata.uid.as_str();
             unbound.insert(uid);
-            if let Some(node) = self.assumed.get(uid) {
-                snap.add_assumed(p, node);
-            } else if self.is_ours(p) && !p.metadata.is_being_deleted() && !is_finished(p) {
+            let waiting = !self.assumed.contains_key(uid)
+                && self.is_ours(p)
+                && !p.metadata.is_being_deleted()
+                && !is_finished(p);
+            if waiting {
                 pending.push(p);
             }
         }
@@ -180,6 +178,14 @@ impl Runner {
             .retain(|uid, _| waiting.contains(uid.as_str()));
         if pending.is_empty() {
             return;
+        }
+        let nodes = self.nodes.list();
+        let mut snap = Snapshot::new(&nodes);
+        for p in &pods {
+            match self.assumed.get(p.metadata.uid.as_str()) {
+                Some(node) if p.spec.node_name.is_empty() => snap.add_assumed(p, node),
+                _ => snap.add_pod(p),
+            }
         }
         pending.sort_by(|a, b| queue_order(a, b));
         let opts = Options {
