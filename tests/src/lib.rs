@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod agent_backend;
+pub mod bench;
 pub mod bundle;
 pub mod console;
 pub mod corral;

@@ -209,7 +209,9 @@ pub fn drain_orphans(timeout: Duration) {
 /// `spawn` (or passed to `watch`) gets a thread that re-reads its VmHWM
 /// (the high-water mark of its current address space) until it exits.
 static WATCHING: AtomicBool = AtomicBool::new(false);
-static WATCHERS: Mutex<Vec<JoinHandle<Option<(String, u64)>>>> = Mutex::new(Vec::new());
+/// A watcher's result: process name and peak VmHWM (KiB).
+type Watched = Option<(String, u64)>;
+static WATCHERS: Mutex<Vec<JoinHandle<Watched>>> = Mutex::new(Vec::new());
 
 pub fn set_watching(on: bool) {
     WATCHING.store(on, Ordering::SeqCst);
@@ -221,7 +223,7 @@ pub fn watch(pid: i32) {
     }
     let h = std::thread::spawn(move || {
         let path = format!("/proc/{pid}/status");
-        let mut peak: Option<(String, u64)> = None;
+        let mut peak: Watched = None;
         // Reads back to back: a runtime invocation lives a few milliseconds.
         while let Ok(status) = std::fs::read_to_string(&path) {
             let field = |k: &str| {

@@ -173,7 +173,7 @@ impl Report {
         ];
         let mut rows: Vec<Vec<String>> = self.series.iter().map(|d| self.row(d)).collect();
         for m in &self.missing {
-            rows.push(vec![m.name.clone(), format!("MISSING: {}", m.reason)]);
+            rows.push(vec![m.name.clone(), "MISSING".to_string()]);
         }
         crate::table::print(out, &head, &rows)?;
         writeln!(out)?;
@@ -188,6 +188,9 @@ impl Report {
              started, re-read until it exits, and of the supervisor (corral-shim, conmon; \
              /proc scanned every 1 ms); the largest per process name"
         )?;
+        for m in &self.missing {
+            writeln!(out, "missing {}: {}", m.name, m.reason)?;
+        }
         for d in self.series.iter().filter(|d| !d.errors.is_empty()) {
             writeln!(
                 out,
@@ -307,7 +310,7 @@ mod tests {
         let mut out = Vec::new();
         report().print_table(&mut out).unwrap();
         let t = String::from_utf8(out).unwrap();
-        assert!(t.contains("MISSING: not found"), "{t}");
+        assert!(t.contains("MISSING") && t.contains("missing runc: not found"), "{t}");
         assert!(t.contains("failures of crun run: boom"), "{t}");
         assert!(t.contains("host: kernel"), "{t}");
     }
