@@ -628,6 +628,15 @@ mod tests {
             for (k, v) in &p.spec.node_selector {
                 assert_eq!(n.metadata.labels.get(k), Some(v));
             }
+            let required = p
+                .spec
+                .affinity
+                .as_ref()
+                .and_then(|a| a.node_affinity.as_ref());
+            if let Some(r) = required.and_then(|a| a.required.as_ref()) {
+                let fields = BTreeMap::from([("metadata.name".to_string(), name.to_string())]);
+                assert!(r.matches(&n.metadata.labels, &fields), "{name}");
+            }
             *cpu.entry(name).or_default() +=
                 super::super::resources::Resources::of_pod(p).cpu_milli;
             let owner = p.metadata.owner_references[0].uid.as_str();
