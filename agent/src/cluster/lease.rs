@@ -6,7 +6,7 @@ use corral_api::core::Node;
 use corral_api::{MicroTime, ObjectMeta, OwnerReference};
 use corral_client::Client;
 
-use super::Backoff;
+use super::{Backoff, Quiet};
 use crate::config::JoinConfig;
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -63,24 +63,18 @@ async fn renew_once(
 pub async fn heartbeat(client: Client, node: String, join: JoinConfig) {
     let duration = join.lease_duration.as_secs_f64().ceil().max(1.0) as i32;
     let mut backoff = Backoff::default();
-    let mut failing = false;
+    let mut quiet = Quiet::default();
+    let what = format!("renew lease {LEASE_NAMESPACE}/{node}");
     loop {
         let wait = match renew_once(&client, &node, duration).await {
             Ok(()) => {
-                if failing {
-                    eprintln!("corral-agent: lease {LEASE_NAMESPACE}/{node} renewed again");
-                }
-                failing = false;
+                quiet.ok(&what);
                 backoff.reset();
                 join.lease_renew
             }
             Err(e) => {
-                let wait = backoff.fail().min(join.lease_renew);
-                if !failing || !e.is_conflict() {
-                    eprintln!("corral-agent: renew lease {LEASE_NAMESPACE}/{node}: {e}");
-                }
-                failing = true;
-                wait
+                quiet.failed(&what, e.to_string());
+                backoff.fail().min(join.lease_renew)
             }
         };
         tokio::time::sleep(wait).await;

@@ -144,6 +144,28 @@ impl Backoff {
     }
 }
 
+/// Logs a loop's failure once, not at every retry while the master stays
+/// away, and the recovery once.
+#[derive(Debug, Default)]
+pub struct Quiet {
+    last: Option<String>,
+}
+
+impl Quiet {
+    pub fn failed(&mut self, what: &str, msg: String) {
+        if self.last.as_ref() != Some(&msg) {
+            eprintln!("corral-agent: {what}: {msg}");
+            self.last = Some(msg);
+        }
+    }
+
+    pub fn ok(&mut self, what: &str) {
+        if self.last.take().is_some() {
+            eprintln!("corral-agent: {what}: working again");
+        }
+    }
+}
+
 /// Read a JSON record of the cluster directory; None when there is none.
 pub(crate) fn load<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, ClusterError> {
     Ok(crate::state::load(path)?)

@@ -11,7 +11,7 @@ use corral_api::Time;
 use corral_client::Client;
 use corral_net::Ipv4Cidr;
 
-use super::{Backoff, ClusterError};
+use super::{Backoff, ClusterError, Quiet};
 use crate::config::{Config, JoinConfig};
 use crate::node::{NodeConfig, NodeError};
 
@@ -69,10 +69,13 @@ pub fn ready_condition(prev: Option<&NodeCondition>, now: Time) -> NodeCondition
 /// status replaced); the server's Node afterwards.
 pub async fn register(client: &Client, node: &Node) -> Result<Node, corral_client::Error> {
     let name = &node.metadata.name;
-    let existing = match client.create(node).await {
-        Ok(created) => return write_status(client, created, node).await,
-        Err(e) if e.is_already_exists() => client.get::<Node>("", name).await?,
-        Err(e) => return Err(e),
+    let existing = match client.get_opt::<Node>("", name).await? {
+        Some(n) => n,
+        None => match client.create(node).await {
+            Ok(created) => return write_status(client, created, node).await,
+            Err(e) if e.is_already_exists() => client.get::<Node>("", name).await?,
+            Err(e) => return Err(e),
+        },
     };
     let mut wanted = existing.clone();
     wanted.metadata.labels.extend(
@@ -193,6 +196,8 @@ pub async fn node_status_loop(client: Client, cfg: Config, join: JoinConfig) {
     let mut backoff = Backoff::default();
     let mut last: Option<(serde_json::Value, Instant)> = None;
     let mut warned_cidr = false;
+    let mut quiet = Quiet::default();
+    let what = format!("status of node {}", cfg.node_name);
     loop {
         let node = match node_object(&cfg, &join, Some(cfg.pod_cidr)) {
             Ok(n) => n,
@@ -223,17 +228,13 @@ pub async fn node_status_loop(client: Client, cfg: Config, join: JoinConfig) {
                         cidr_file(&cfg).display()
                     );
                 }
+                quiet.ok(&what);
                 backoff.reset();
                 last = Some((facts, Instant::now()));
             }
             Err(e) => {
-                let wait = backoff.fail();
-                eprintln!(
-                    "corral-agent: node {} status: {e}; retry in {}s",
-                    cfg.node_name,
-                    wait.as_secs()
-                );
-                tokio::time::sleep(wait).await;
+                quiet.failed(&what, e.to_string());
+                tokio::time::sleep(backoff.fail()).await;
             }
         }
     }
