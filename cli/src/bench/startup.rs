@@ -299,7 +299,7 @@ fn choose_accel(want: Accel, qemu: &Path, guest: &Guest, w: Workload, host: &mut
             Err(e) => {
                 let e: String = e.chars().take(120).collect();
                 host.kvm = format!(
-                    "no: a KVM boot did not finish within {:?} ({e}); VM uses TCG emulation",
+                    "no: a guest did not boot under /dev/kvm within {:?} ({e}); the VM uses TCG emulation",
                     vm::KVM_PROBE
                 );
                 VmAccel::Tcg
