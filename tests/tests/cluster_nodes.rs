@@ -685,3 +685,181 @@ fn cluster_ips_unique_checked_and_restart_safe() {
         "{ip} handed out twice after a restart"
     );
 }
+
+#[test]
+fn log_and_exec_errors_name_the_pod_and_node() {
+    let m = start(&[]);
+    // Never scheduled: a nodeSelector no node has.
+    let pending = json!({"metadata": {"name": "pending"},
+        "spec": {"nodeSelector": {"corral.test/none": "x"},
+                 "containers": [{"name": "c", "image": "busybox:1.36"}]}});
+    create(&m, PODS, &pending);
+    let (code, v) = m.call(Method::GET, &format!("{PODS}/pending/log"), None);
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["message"], "pod pending does not have a host assigned");
+    create(&m, PODS, &bound_pod("lost", "ghost-node", json!([])));
+    let (code, v) = m.call(Method::GET, &format!("{PODS}/lost/log"), None);
+    assert_eq!(code, 404, "{v}");
+    assert_eq!(v["message"], "nodes \"ghost-node\" not found");
+    let (code, v) = m.call(Method::GET, &format!("{PODS}/nothere/log"), None);
+    assert_eq!(code, 404, "{v}");
+    let (code, v) = m.call(Method::GET, &format!("{PODS}/lost/log?container=zz"), None);
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["message"], "container zz is not valid for pod lost");
+    // exec needs a WebSocket; SPDY (older kubectl) is refused saying so.
+    let (code, v) = m.call(Method::POST, &format!("{PODS}/lost/exec?command=ls"), None);
+    assert_eq!(code, 400, "{v}");
+    let spdy = m
+        .request(Method::POST, &format!("{PODS}/lost/exec?command=ls"))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "SPDY/3.1");
+    let (code, v) = corral_tests::master::send(spdy);
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("SPDY is not supported"),
+        "{v}"
+    );
+    // Only the admin: the join token (an agent's) may not exec through the master.
+    let join = std::fs::read_to_string(m.data_dir().join("join-token")).unwrap();
+    let r = m
+        .anonymous(Method::GET, &format!("{PODS}/lost/log"))
+        .bearer_auth(join.trim());
+    let (code, v) = corral_tests::master::send(r);
+    assert_eq!(code, 403, "{v}");
+}
+
+/// `kubectl logs`, `logs -f` and `exec` through the master to a real
+/// corral-agent running a real pod (skipped without root or the binaries).
+#[test]
+fn log_and_exec_reach_the_agent() {
+    use corral_tests::agent::{sh_container, AgentTest};
+    let mut agent = match AgentTest::new(58) {
+        Ok(a) => a,
+        Err(e) => corral_tests::skip!("{e}"),
+    };
+    std::env::set_var("CORRAL_MASTER_CLUSTER_CIDR", agent.cidr());
+    std::env::set_var("CORRAL_MASTER_NODE_CIDR_MASK_SIZE", "24");
+    let m = start(&[]);
+    let d = m.data_dir();
+    std::env::set_var("CORRAL_AGENT_SERVER", m.url(""));
+    std::env::set_var("CORRAL_AGENT_JOIN_TOKEN_FILE", d.join("join-token"));
+    std::env::set_var("CORRAL_AGENT_CA_FILE", d.join("pki/ca.crt"));
+    std::env::set_var("CORRAL_AGENT_LEASE_RENEW", "1");
+    agent.start();
+    let script =
+        "echo hello-from-pod; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done";
+    let pod = json!({"metadata": {"name": "talk"},
+        "spec": {"nodeName": "agent-test", "terminationGracePeriodSeconds": 1,
+                 "containers": [sh_container("c", script)]}});
+    create(&m, PODS, &pod);
+    wait_for(
+        Duration::from_secs(60),
+        "the pod running on the agent",
+        || {
+            let p = get(&m, &format!("{PODS}/talk"))?;
+            (p["status"]["phase"] == "Running").then_some(())
+        },
+    );
+
+    let log = wait_for(
+        Duration::from_secs(10),
+        "the pod's log through the master",
+        || {
+            let r = m
+                .request(Method::GET, &format!("{PODS}/talk/log"))
+                .send()
+                .ok()?;
+            let body = r.text().ok()?;
+            body.contains("hello-from-pod").then_some(body)
+        },
+    );
+    assert!(log.starts_with("hello-from-pod\n"), "{log}");
+
+    // follow: lines keep arriving on one open response.
+    use std::io::Read;
+    let mut r = m
+        .request(
+            Method::GET,
+            &format!("{PODS}/talk/log?follow=true&tailLines=1"),
+        )
+        .timeout(Duration::from_secs(30))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    let began = Instant::now();
+    while seen.matches("tick").count() < 6 {
+        let n = r.read(&mut buf).unwrap();
+        assert!(n > 0, "the followed log ended: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        began.elapsed() >= Duration::from_millis(600),
+        "6 ticks 200 ms apart came at once: {seen}"
+    );
+    drop(r);
+
+    if !std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("note: kubectl missing: kubectl logs/exec not checked");
+        return;
+    }
+    let kubectl = |args: &[&str]| {
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(m.kubeconfig())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = kubectl(&["logs", "talk", "--tail=1"]);
+    assert!(
+        out.status.success(),
+        "kubectl logs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("tick "),
+        "{out:?}"
+    );
+    let out = kubectl(&[
+        "exec",
+        "talk",
+        "--",
+        "sh",
+        "-c",
+        "echo out-$((6*7)); echo err >&2; exit 3",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out-42\n", "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("err"),
+        "{out:?}"
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(m.kubeconfig())
+        .args(["exec", "-i", "talk", "--", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"through the master\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "through the master\n",
+        "{out:?}"
+    );
+}

@@ -257,15 +257,15 @@ impl Api {
                 }
             }
         }
+        let raw_query = req.uri().query().map(str::to_string);
+        let url = self
+            .agent_url_for(ns, name, kind, raw_query.as_deref())
+            .await?;
         let token = self.agent_token.clone().ok_or_else(|| {
             ApiError::from(Status::service_unavailable(
                 "this master has no token for its agents: log and exec are not available",
             ))
         })?;
-        let raw_query = req.uri().query().map(str::to_string);
-        let url = self
-            .agent_url_for(ns, name, kind, raw_query.as_deref())
-            .await?;
         match kind {
             Kind::Log => proxy_log(&url, &token).await,
             Kind::Exec => proxy_exec(&url, &token, req).await,
