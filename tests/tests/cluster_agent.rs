@@ -146,6 +146,15 @@ impl Cluster {
     }
 }
 
+/// Removes a test route from the host even when the test fails.
+struct RouteGuard(corral_net::Ipv4Cidr);
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        let _ = corral_net::routes::delete(self.0);
+    }
+}
+
 /// The pid of a `name` process whose command line holds `arg`.
 fn pid_with_arg(name: &str, arg: &Path) -> Option<i32> {
     let needle = arg.as_os_str().as_encoded_bytes();
@@ -229,6 +238,33 @@ fn node_lease_pod_status_and_delete() {
         renew_micros(&l) != first
     });
     assert!(renewed, "the lease was not renewed in 5 s (first {first})");
+
+    // Another node's pod CIDR is routed via its InternalIP (here loopback,
+    // so nothing leaves the host), and the route goes with the node.
+    let ghost_cidr: corral_net::Ipv4Cidr = "10.215.52.0/24".parse().unwrap();
+    let _route_guard = RouteGuard(ghost_cidr);
+    let ghost = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "ghost-52"},
+        "spec": {"podCIDR": "10.215.52.0/24"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]},
+    });
+    let (code, body) = c.master.call(Method::POST, "/api/v1/nodes", Some(&ghost));
+    assert_eq!(code, 201, "create node ghost-52: {body}");
+    let want = corral_net::routes::Route {
+        dst: ghost_cidr,
+        gateway: "127.0.0.1".parse().unwrap(),
+    };
+    let routed = corral_tests::host::wait_until(Duration::from_secs(10), || {
+        corral_net::routes::list().is_ok_and(|r| r.contains(&want))
+    });
+    assert!(routed, "no route {want}:\n{}", t.agent_log());
+    let (code, body) = c.master.call(Method::DELETE, "/api/v1/nodes/ghost-52", None);
+    assert_eq!(code, 200, "delete node ghost-52: {body}");
+    let unrouted = corral_tests::host::wait_until(Duration::from_secs(10), || {
+        corral_net::routes::list().is_ok_and(|r| !r.iter().any(|r| r.dst == ghost_cidr))
+    });
+    assert!(unrouted, "route {want} left after the node was deleted");
 
     // A pod bound to the node runs; its status reaches the API.
     c.create_pod("web", "echo hello; exec sleep 1000");
