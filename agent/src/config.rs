@@ -32,9 +32,10 @@ pub struct Args {
     /// This node's pod network; the first address is the bridge's.
     #[arg(long, env = "CORRAL_AGENT_POD_CIDR", default_value = "10.244.0.0/24")]
     pub pod_cidr: String,
-    /// Address of the agent's HTTP API.
-    #[arg(long, env = "CORRAL_AGENT_LISTEN", default_value = "127.0.0.1:10250")]
-    pub listen: SocketAddr,
+    /// Address of the agent's HTTP API (default 127.0.0.1:10250; joined to
+    /// a master, --node-ip:10250, where the master proxies logs and exec).
+    #[arg(long, env = "CORRAL_AGENT_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// File holding the bearer token of the HTTP API.
     #[arg(
         long,
@@ -120,6 +121,9 @@ pub struct Args {
     pub node_status_period: f64,
 }
 
+/// kubelet's port.
+pub const DEFAULT_PORT: u16 = 10250;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("--pod-cidr {value:?}: {msg}")]
@@ -201,7 +205,14 @@ impl Config {
             data_dir: absolute(&a.data_dir),
             manifests: absolute(&a.manifests),
             pod_cidr,
-            listen: a.listen,
+            listen: a.listen.unwrap_or_else(|| {
+                let ip = if join.is_some() {
+                    node_ip
+                } else {
+                    std::net::Ipv4Addr::LOCALHOST
+                };
+                SocketAddr::from((ip, DEFAULT_PORT))
+            }),
             token_file: absolute(&a.token_file),
             bridge: a.bridge.clone(),
             images_root: absolute(&a.images_root),
@@ -395,6 +406,7 @@ mod tests {
         assert_eq!(c.pod_cidr.to_string(), "10.244.0.0/24");
         assert_eq!(c.node_ip.to_string(), "10.244.0.1");
         assert_eq!(c.backoff_base, Duration::from_secs(10));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:10250");
         assert_eq!(c.backoff_max, Duration::from_secs(300));
         let e = parse(&["--pod-cidr", "10.1.2.3"]).unwrap_err().to_string();
         assert!(e.contains("--pod-cidr"), "{e}");
@@ -445,6 +457,11 @@ mod tests {
             matches!(f.join.unwrap().token, TokenSource::File(ref p) if p == std::path::Path::new("/t"))
         );
         assert_eq!(f.node_ip.to_string(), "10.1.1.1");
+        assert_eq!(
+            f.listen.to_string(),
+            "10.1.1.1:10250",
+            "reachable by the master"
+        );
         let e = parse(&[
             "--server",
             "https://m",
