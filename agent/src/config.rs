@@ -29,7 +29,8 @@ pub struct Args {
         default_value = "/etc/corral/manifests"
     )]
     pub manifests: PathBuf,
-    /// This node's pod network; the first address is the bridge's.
+    /// This node's pod network; the first address is the bridge's. Only
+    /// standalone: joined to a master, the master assigns it.
     #[arg(long, env = "CORRAL_AGENT_POD_CIDR", default_value = "10.244.0.0/24")]
     pub pod_cidr: String,
     /// Address of the agent's HTTP API (default 127.0.0.1:10250; joined to
