@@ -10,7 +10,7 @@ use std::fmt;
 use corral_api::core::{Node, Pod};
 
 use super::filter::{self, Failure};
-use super::score::{self, normalize};
+use super::score::{self, Normalize};
 use super::snapshot::{mix, GroupKey, PodInfo, Snapshot};
 
 /// Kubernetes' percentageOfNodesToScore rules.
@@ -122,7 +122,7 @@ struct Scratch {
 #[derive(Clone, Copy)]
 struct Raw {
     node: usize,
-    least: i64,
+    least: f64,
     spread: i64,
     affinity: i64,
     taints: i64,
@@ -228,18 +228,22 @@ impl<'a> Snapshot<'a> {
             max_taints = max_taints.max(r.taints);
             s.raw.push(r);
         }
+        let spread_n = Normalize::new(max_spread, true);
+        let aff_n = Normalize::new(max_aff, false);
+        let taints_n = Normalize::new(max_taints, true);
         let total = |r: &Raw| {
             r.least * score::WEIGHT_LEAST_ALLOCATED
-                + normalize(r.spread, max_spread, true) * score::WEIGHT_SPREAD
-                + normalize(r.affinity, max_aff, false) * score::WEIGHT_NODE_AFFINITY
-                + normalize(r.taints, max_taints, true) * score::WEIGHT_TAINTS
+                + spread_n.apply(r.spread) * score::WEIGHT_SPREAD
+                + aff_n.apply(r.affinity) * score::WEIGHT_NODE_AFFINITY
+                + taints_n.apply(r.taints) * score::WEIGHT_TAINTS
         };
         let tie_key = |i: usize| mix(pod.hash ^ self.nodes[i].hash);
-        let mut best: Option<(i64, u64, usize)> = None;
+        let mut best: Option<(f64, u64, usize)> = None;
         for r in &s.raw {
             let t = total(r);
             best = match best {
                 Some((bt, _, _)) if t < bt => best,
+                // Equal inputs give bit-equal sums, so == finds true ties.
                 Some((bt, bk, _)) if t == bt => {
                     let k = tie_key(r.node);
                     if k < bk {

@@ -5,27 +5,48 @@ use corral_api::core::{TaintEffect, Toleration};
 
 use super::snapshot::{NodeState, PodInfo};
 
-pub const MAX: i64 = 100;
-pub const WEIGHT_LEAST_ALLOCATED: i64 = 1;
-pub const WEIGHT_SPREAD: i64 = 2;
-pub const WEIGHT_NODE_AFFINITY: i64 = 2;
-pub const WEIGHT_TAINTS: i64 = 3;
+/// Scores are floats: the divisions behind them were most of the time spent
+/// per node, and with a scale per node (or per pod) they become multiplications.
+pub const MAX: f64 = 100.0;
+pub const WEIGHT_LEAST_ALLOCATED: f64 = 1.0;
+pub const WEIGHT_SPREAD: f64 = 2.0;
+pub const WEIGHT_NODE_AFFINITY: f64 = 2.0;
+pub const WEIGHT_TAINTS: f64 = 3.0;
+
+/// `MAX / allocatable`, what turns a free amount into a score (0 for none).
+pub fn scale(allocatable: i64) -> f64 {
+    if allocatable > 0 {
+        MAX / allocatable as f64
+    } else {
+        0.0
+    }
+}
 
 /// NodeResourcesFit LeastAllocated: the share of cpu and of memory left free
 /// after the pod, averaged (requests of 0 weigh the non-zero defaults).
-pub fn least_allocated(node: &NodeState, pod: &PodInfo) -> i64 {
+pub fn least_allocated(node: &NodeState, pod: &PodInfo) -> f64 {
     let (cpu, mem) = pod.requests.non_zero();
-    let free = |alloc: i64, used: i64, want: i64| {
+    let free = |alloc: i64, used: i64, want: i64, scale: f64| {
         let after = used.saturating_add(want);
         if alloc <= 0 || after > alloc {
-            0
+            0.0
         } else {
-            (alloc - after).saturating_mul(MAX) / alloc
+            (alloc - after) as f64 * scale
         }
     };
-    let c = free(node.allocatable.cpu_milli, node.scored_cpu, cpu);
-    let m = free(node.allocatable.memory, node.scored_memory, mem);
-    (c + m) / 2
+    let c = free(
+        node.allocatable.cpu_milli,
+        node.scored_cpu,
+        cpu,
+        node.cpu_scale,
+    );
+    let m = free(
+        node.allocatable.memory,
+        node.scored_memory,
+        mem,
+        node.memory_scale,
+    );
+    (c + m) / 2.0
 }
 
 /// Sum of the weights of the preferred node-affinity terms the node matches.
@@ -51,14 +72,28 @@ pub fn soft_taints(node: &NodeState, pod: &PodInfo) -> i64 {
         .count() as i64
 }
 
-/// Kubernetes' DefaultNormalizeScore: `raw` scaled so the largest is MAX;
+/// Kubernetes' DefaultNormalizeScore, set up once per pod from the largest
+/// raw value among the nodes: raw values scaled so the largest is MAX;
 /// `reverse` turns "more is worse" counts around (all MAX when none has any).
-pub fn normalize(raw: i64, max: i64, reverse: bool) -> i64 {
-    match (max, reverse) {
-        (0, true) => MAX,
-        (0, false) => 0,
-        (_, true) => MAX - raw * MAX / max,
-        (_, false) => raw * MAX / max,
+#[derive(Debug, Clone, Copy)]
+pub struct Normalize {
+    scale: f64,
+    reverse: bool,
+}
+
+impl Normalize {
+    pub fn new(max: i64, reverse: bool) -> Normalize {
+        let scale = if max > 0 { MAX / max as f64 } else { 0.0 };
+        Normalize { scale, reverse }
+    }
+
+    pub fn apply(&self, raw: i64) -> f64 {
+        let v = raw as f64 * self.scale;
+        if self.reverse {
+            MAX - v
+        } else {
+            v
+        }
     }
 }
 
@@ -81,13 +116,20 @@ mod tests {
         snap.add_pod(&bound);
         let p = with_requests(pod("p"), "1", "2Gi");
         let info = PodInfo::new(&p);
-        // busy: (4000-3000)/4000 = 25, (8-6)/8 = 25; idle: 75 and 75.
-        assert_eq!(least_allocated(&snap.nodes[0], &info), 25);
-        assert_eq!(least_allocated(&snap.nodes[1], &info), 75);
+        // busy: (4000-3000)/4000 = 25%, (8-6)/8 = 25%; idle: 75% and 75%.
+        assert_eq!(least_allocated(&snap.nodes[0], &info), 25.0);
+        assert_eq!(least_allocated(&snap.nodes[1], &info), 75.0);
         // No requests: weighs 100m and 200Mi.
         let free = pod("free");
         let free = PodInfo::new(&free);
-        assert_eq!(least_allocated(&snap.nodes[1], &free), (97 + 97) / 2);
+        let want =
+            (3900.0 / 4000.0 + ((8u64 << 30) - (200 << 20)) as f64 / (8u64 << 30) as f64) * 50.0;
+        assert!((least_allocated(&snap.nodes[1], &free) - want).abs() < 1e-9);
+        // Over-committed or without allocatable: 0.
+        let tiny = vec![node("tiny", 50, 1 << 20), node("none", 0, 0)];
+        let snap = Snapshot::new(&tiny);
+        assert_eq!(least_allocated(&snap.nodes[0], &info), 0.0);
+        assert_eq!(least_allocated(&snap.nodes[1], &info), 0.0);
     }
 
     fn preferred(weight: i32, key: &str, value: &str) -> PreferredSchedulingTerm {
@@ -161,10 +203,12 @@ mod tests {
 
     #[test]
     fn normalization() {
-        assert_eq!(normalize(0, 0, true), MAX);
-        assert_eq!(normalize(0, 0, false), 0);
-        assert_eq!(normalize(1, 4, true), 75);
-        assert_eq!(normalize(1, 4, false), 25);
-        assert_eq!(normalize(4, 4, true), 0);
+        assert_eq!(Normalize::new(0, true).apply(0), MAX);
+        assert_eq!(Normalize::new(0, false).apply(0), 0.0);
+        assert_eq!(Normalize::new(4, true).apply(1), 75.0);
+        assert_eq!(Normalize::new(4, false).apply(1), 25.0);
+        assert_eq!(Normalize::new(4, true).apply(4), 0.0);
+        assert_eq!(scale(0), 0.0);
+        assert_eq!(scale(200), 0.5);
     }
 }

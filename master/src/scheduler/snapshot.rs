@@ -10,6 +10,7 @@ use corral_api::core::{
 
 use super::ports::{self, HostPort};
 use super::resources::Resources;
+use super::score;
 
 pub struct NodeState<'a> {
     pub name: &'a str,
@@ -25,6 +26,9 @@ pub struct NodeState<'a> {
     /// cpu and memory of those pods with the non-zero defaults, for scoring.
     pub scored_cpu: i64,
     pub scored_memory: i64,
+    /// score::scale of the allocatable cpu and memory.
+    pub cpu_scale: f64,
+    pub memory_scale: f64,
     pub ports: Vec<HostPort>,
     pub hash: u64,
     pub prefer_no_schedule: bool,
@@ -40,6 +44,8 @@ impl<'a> NodeState<'a> {
             .unwrap_or_default();
         NodeState {
             name,
+            cpu_scale: score::scale(allocatable.cpu_milli),
+            memory_scale: score::scale(allocatable.memory),
             labels: &node.metadata.labels,
             fields: BTreeMap::from([("metadata.name".to_string(), name.to_string())]),
             taints: &node.spec.taints,
