@@ -26,7 +26,11 @@
 //! - `nat-postrouting`: masquerades marked packets (mark bit [`MASQ_BIT`]);
 //! - `filter-input`/`filter-forward`/`filter-output`: new connections to a
 //!   frontend without ready backends are rejected (ICMP port unreachable, so a
-//!   TCP client sees "connection refused" at once), as Kubernetes does.
+//!   TCP client sees "connection refused" at once), as Kubernetes does;
+//!   `filter-output` also drops the ICMP redirects the kernel sends a pod whose
+//!   connection was DNATed back out of the bridge it came from (the pod would
+//!   then send later packets for the cluster IP straight to that backend,
+//!   which drops them).
 //!
 //! Same-bridge replies: when the backend sits on the same bridge as the client
 //! pod, the reply is switched, not routed, and would skip this host's conntrack.
@@ -322,6 +326,13 @@ impl Writer<'_> {
         ));
         self.line(format_args!(
             "add rule {t} endpoints-check {local} {by_port} @no-endpoint-nodeports"
+        ));
+        // A pod's connection DNATed to a pod on the same bridge leaves by the
+        // interface it came in on, so the kernel tells the client (ICMP
+        // redirect) to send to that pod directly, which then drops what is
+        // addressed to the cluster IP: later connections to it hang.
+        self.line(format_args!(
+            "add rule {t} filter-output icmp type redirect ct status dnat drop"
         ));
         self.line(format_args!("add rule {t} reject-chain reject"));
         self.line(format_args!(
