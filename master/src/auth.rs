@@ -39,6 +39,7 @@ pub struct Tokens {
     join: [u8; 32],
     /// The admin token itself, for admin.kubeconfig.
     admin_token: String,
+    join_token: String,
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -90,11 +91,18 @@ impl Tokens {
             admin: digest(&admin_token),
             join: digest(&join_token),
             admin_token,
+            join_token,
         })
     }
 
     pub fn admin_token(&self) -> &str {
         &self.admin_token
+    }
+
+    /// What agents present to join, and what the master presents to agents
+    /// when it proxies logs and exec to them.
+    pub fn join_token(&self) -> &str {
+        &self.join_token
     }
 
     /// The identity behind an `Authorization` header value, if any. Every

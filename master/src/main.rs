@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::Parser;
 use corral_master::api::{self, Api};
 use corral_master::config::Config;
-use corral_master::{auth, controllers, store, tls};
+use corral_master::{auth, controllers, scheduler, store, tls};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -71,7 +71,19 @@ async fn run(config: &mut Config) -> anyhow::Result<()> {
         store::spawn_compactor(store.clone(), every, keep);
     }
     let admin_token = tokens.admin_token().to_string();
-    let api = Arc::new(Api::new(store, tokens, config.max_body_bytes));
+    let join_token = tokens.join_token().to_string();
+    let mut api = Api::new(store, tokens, config.max_body_bytes)
+        .with_service_network(
+            &config.service_cluster_ip_range,
+            config.service_node_port_range,
+        )?
+        .with_agent_token(&join_token);
+    // The `kubernetes` Service in `default` points at this master when the
+    // advertised host is an address.
+    if let Ok(ip) = config.advertise_host().parse::<std::net::IpAddr>() {
+        api = api.with_kubernetes_endpoint(std::net::SocketAddr::new(ip, config.listen.port()));
+    }
+    let api = Arc::new(api);
     api.init()
         .await
         .map_err(|s| anyhow::anyhow!("creating the system namespaces: {s}"))?;
@@ -101,6 +113,7 @@ fn spawn_controllers(config: &Config, ca_pem: &str, token: &str) -> anyhow::Resu
     let url = format!("https://{}", loopback(config.listen));
     let client = corral_client::Client::new(&url, token, Some(ca_pem.as_bytes()))
         .context("building the controllers' API client")?;
+    tokio::spawn(scheduler::run(client.clone(), scheduler::SchedulerConfig::default()));
     controllers::spawn_all(client, config.controllers());
     Ok(())
 }

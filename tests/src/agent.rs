@@ -35,7 +35,7 @@ extern "C" fn remove_images_dir() {
 }
 
 /// The OCI layout of the busybox test image, built once per test binary.
-fn busybox_layout() -> Result<PathBuf, String> {
+pub fn busybox_layout() -> Result<PathBuf, String> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = images_dir();

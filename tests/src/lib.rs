@@ -14,6 +14,7 @@ pub mod agent;
 pub mod agent_backend;
 pub mod bench;
 pub mod bundle;
+pub mod cluster;
 pub mod console;
 pub mod corral;
 pub mod etcd;

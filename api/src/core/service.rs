@@ -129,8 +129,9 @@ pub struct LoadBalancerIngress {
     pub ports: Vec<serde_json::Value>,
 }
 
-/// The default NodePort range, as in Kubernetes.
-pub const NODE_PORT_RANGE: std::ops::RangeInclusive<i32> = 30000..=32767;
+/// Any port a NodePort could be; the API server checks its configured
+/// `--service-node-port-range` when it allocates.
+const PORT_NUMBERS: std::ops::RangeInclusive<i32> = 1..=65535;
 
 impl Service {
     /// type ClusterIP, protocol TCP, targetPort = port, sessionAffinity None.
@@ -223,11 +224,11 @@ impl ServicePort {
                     &path.child("nodePort"),
                     "may not be used when `type` is 'ClusterIP'",
                 ));
-            } else if !NODE_PORT_RANGE.contains(&n) {
+            } else if !PORT_NUMBERS.contains(&n) {
                 errs.push(FieldError::invalid(
                     &path.child("nodePort"),
                     n,
-                    "provided port is not in the valid range. The range of valid ports is 30000-32767",
+                    "must be between 1 and 65535, inclusive",
                 ));
             }
         }
