@@ -128,6 +128,38 @@ struct Raw {
     taints: i64,
 }
 
+/// One spread group's pods per node: an array when the group is large
+/// enough to be worth one (at least 1 member per 8 nodes), otherwise a map,
+/// so thousands of one- or two-pod owners do not cost nodes x owners memory.
+enum Counts {
+    Dense(Vec<u32>),
+    Sparse(HashMap<usize, u32>),
+}
+
+impl Counts {
+    fn new(members: usize, nodes: usize) -> Counts {
+        if members.saturating_mul(8) >= nodes {
+            Counts::Dense(vec![0; nodes])
+        } else {
+            Counts::Sparse(HashMap::new())
+        }
+    }
+
+    fn get(&self, node: usize) -> u32 {
+        match self {
+            Counts::Dense(v) => v[node],
+            Counts::Sparse(m) => m.get(&node).copied().unwrap_or(0),
+        }
+    }
+
+    fn add(&mut self, node: usize) {
+        match self {
+            Counts::Dense(v) => v[node] += 1,
+            Counts::Sparse(m) => *m.entry(node).or_insert(0) += 1,
+        }
+    }
+}
+
 impl<'a> Snapshot<'a> {
     /// Places `pending` in order; placed pods stay counted in the snapshot.
     pub fn schedule(&mut self, pending: &[&'a Pod], opts: &Options) -> Vec<Placement<'a>> {
@@ -138,12 +170,12 @@ impl<'a> Snapshot<'a> {
         let mut out = Vec::with_capacity(infos.len());
         for info in &infos {
             self.find_feasible(info, want, &mut scratch);
-            let counts = info.group.map(|g| spread[g].as_slice());
+            let counts = info.group.map(|g| &spread[g]);
             match self.best(info, counts, &mut scratch) {
                 Some(i) => {
                     self.nodes[i].take(&info.requests, &info.ports);
                     if let Some(g) = info.group {
-                        spread[g][i] += 1;
+                        spread[g].add(i);
                     }
                     self.placed.push((info.pod, i));
                     out.push(Placement::Node(self.nodes[i].name));
@@ -155,19 +187,35 @@ impl<'a> Snapshot<'a> {
     }
 
     /// Per spread group of the pending pods, its pods on each node.
-    fn spread_counts(&self, infos: &mut [PodInfo<'a>]) -> Vec<Vec<u32>> {
+    fn spread_counts(&self, infos: &mut [PodInfo<'a>]) -> Vec<Counts> {
         let mut groups: HashMap<GroupKey<'a>, usize> = HashMap::new();
+        let mut members: Vec<usize> = Vec::new();
         for info in infos.iter_mut() {
             if let Some(key) = GroupKey::of(info.pod) {
                 let next = groups.len();
-                info.group = Some(*groups.entry(key).or_insert(next));
+                let g = *groups.entry(key).or_insert(next);
+                if g == members.len() {
+                    members.push(0);
+                }
+                members[g] += 1;
+                info.group = Some(g);
             }
         }
-        let mut counts = vec![vec![0u32; self.nodes.len()]; groups.len()];
-        for (pod, node) in &self.placed {
-            if let Some(g) = GroupKey::of(pod).and_then(|k| groups.get(&k)) {
-                counts[*g][*node] += 1;
-            }
+        let placed: Vec<(usize, usize)> = self
+            .placed
+            .iter()
+            .filter_map(|(pod, node)| {
+                let g = GroupKey::of(pod).and_then(|k| groups.get(&k))?;
+                Some((*g, *node))
+            })
+            .collect();
+        for (g, _) in &placed {
+            members[*g] += 1;
+        }
+        let n = self.nodes.len();
+        let mut counts: Vec<Counts> = members.iter().map(|m| Counts::new(*m, n)).collect();
+        for (g, node) in placed {
+            counts[g].add(node);
         }
         counts
     }
@@ -202,7 +250,7 @@ impl<'a> Snapshot<'a> {
 
     /// The highest weighted score; ties go to the node whose name hashes
     /// lowest together with the pod's, which is stable yet spreads pods.
-    fn best(&self, pod: &PodInfo, spread: Option<&[u32]>, s: &mut Scratch) -> Option<usize> {
+    fn best(&self, pod: &PodInfo, spread: Option<&Counts>, s: &mut Scratch) -> Option<usize> {
         match s.feasible.as_slice() {
             [] => return None,
             [only] => return Some(*only),
@@ -215,7 +263,7 @@ impl<'a> Snapshot<'a> {
             let r = Raw {
                 node: i,
                 least: score::least_allocated(node, pod),
-                spread: spread.map_or(0, |c| i64::from(c[i])),
+                spread: spread.map_or(0, |c| i64::from(c.get(i))),
                 affinity: if pod.preferred.is_empty() {
                     0
                 } else {
@@ -351,6 +399,33 @@ mod tests {
         let counts = tally(&placed);
         assert_eq!(counts.len(), 300);
         assert!(counts.values().all(|c| *c == 2), "{counts:?}");
+    }
+
+    #[test]
+    fn small_groups_on_many_nodes_spread_too() {
+        // 3 replicas on 100 nodes: a sparse count, same spreading. n050 is
+        // by far the emptiest node, but it already has a replica.
+        let mut nodes: Vec<_> = (0..100)
+            .map(|i| node(&format!("n{i:03}"), 4000, 8 << 30))
+            .collect();
+        nodes[50] = node("n050", 64_000, 256 << 30);
+        let mut pods = replicas("rs-small", 3);
+        pods[0].spec.node_name = "n050".into();
+        let pending: Vec<&_> = pods[1..].iter().collect();
+        let placed = names(&schedule(&nodes, &pods, &pending, &Options::default()));
+        assert!(!placed.contains(&"n050"), "{placed:?}");
+        assert_ne!(placed[0], placed[1]);
+        let mut dense = Counts::new(13, 100);
+        let mut sparse = Counts::new(12, 100);
+        assert!(matches!(
+            (&dense, &sparse),
+            (Counts::Dense(_), Counts::Sparse(_))
+        ));
+        for c in [&mut dense, &mut sparse] {
+            c.add(7);
+            c.add(7);
+            assert_eq!((c.get(7), c.get(8)), (2, 0));
+        }
     }
 
     #[test]
