@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use corral_tests::agent::{sh_container, AgentTest, TOKEN};
+use corral_tests::agent::{pod_manifest, sh_container, AgentTest, TOKEN};
 use corral_tests::master::Master;
 use corral_tests::skip;
 use reqwest::Method;
@@ -309,6 +309,28 @@ fn node_lease_pod_status_and_delete() {
     );
     let gone = corral_tests::host::wait_until(T, || c.api_pod("web").0 == 404);
     assert!(gone, "the pod is still in the API");
+
+    // A static pod gets a mirror pod in the API with its status; removing
+    // the manifest removes the mirror.
+    t.write_pods(
+        "static.json",
+        &[pod_manifest(
+            "static-web",
+            json!({"containers": [sh_container("c", "exec sleep 1000")],
+                   "terminationGracePeriodSeconds": 1}),
+        )],
+    );
+    let local = t.wait_phase("static-web", "Running", T);
+    let m = c.wait_api_pod("static-web", "mirror pod Running", running_and_ready);
+    assert_eq!(
+        m["metadata"]["annotations"]["kubernetes.io/config.mirror"],
+        local["metadata"]["uid"]
+    );
+    assert_eq!(m["status"]["podIP"], local["status"]["podIP"]);
+    t.remove_manifest("static.json");
+    let gone = corral_tests::host::wait_until(T, || c.api_pod("static-web").0 == 404);
+    assert!(gone, "the mirror pod is still in the API\n{}", t.agent_log());
+    t.wait_gone("static-web", T);
 }
 
 #[test]

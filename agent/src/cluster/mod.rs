@@ -11,10 +11,12 @@
 //! - [`register`]: the Node object, registration, pod CIDR, node status.
 //! - [`lease`]: the heartbeat Lease in `kube-node-lease`.
 //! - [`pods`]: the pods bound to this node as a pod source; graceful delete.
+//! - [`mirror`]: API copies of the static pods (kubelet's mirror pods).
 //! - [`status`]: pod status diffs patched to `pods/{name}/status`.
 //! - [`routes`]: routes to the other nodes' pod CIDRs.
 
 pub mod lease;
+pub mod mirror;
 pub mod pods;
 pub mod register;
 pub mod routes;

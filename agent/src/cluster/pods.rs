@@ -67,6 +67,8 @@ fn with_source(pod: Pod, cfg: &Config) -> (Pod, PathBuf) {
 pub fn desired(api: &[Arc<Pod>], has_worker: impl Fn(&str) -> bool) -> Vec<Pod> {
     api.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
+        // Copies of this node's static pods: those run from their manifests.
+        .filter(|p| super::mirror::mirror_of(p).is_none())
         .filter(|p| {
             let phase = p.status.as_ref().and_then(|s| s.phase);
             let finished = matches!(phase, Some(PodPhase::Succeeded | PodPhase::Failed));
@@ -118,6 +120,8 @@ pub async fn run(agent: Agent, client: Client) {
         reporter: Reporter::default(),
         applied: None,
         deleting: BTreeSet::new(),
+        node_uid: None,
+        mirror_errors: Vec::new(),
     };
     loop {
         tokio::select! {
@@ -144,6 +148,9 @@ struct Sync {
     applied: Option<BTreeMap<String, String>>,
     /// Deletions sent and not yet seen in the informer.
     deleting: BTreeSet<String>,
+    /// The Node's uid, owner of the mirror pods.
+    node_uid: Option<String>,
+    mirror_errors: Vec<String>,
 }
 
 impl Sync {
@@ -170,9 +177,34 @@ impl Sync {
             self.applied = Some(ids);
         }
         self.finish_deletions(&api).await;
+        self.mirror(&api).await;
         self.reporter
             .report(&self.agent, &self.client, &self.cache)
             .await;
+    }
+
+    /// Keep a mirror pod in the API for each static pod.
+    async fn mirror(&mut self, api: &[Arc<Pod>]) {
+        let statics = self.agent.source_pods(crate::pods::SOURCE_STATIC);
+        let (create, _) = super::mirror::plan(&statics, api);
+        if self.node_uid.is_none() && !create.is_empty() {
+            let node = &self.agent.config().node_name;
+            if let Ok(Some(n)) = self
+                .client
+                .get_opt::<corral_api::core::Node>("", node)
+                .await
+            {
+                self.node_uid = Some(n.metadata.uid);
+            }
+        }
+        let errors =
+            super::mirror::sync(&self.client, &statics, api, self.node_uid.as_deref()).await;
+        if errors != self.mirror_errors {
+            for e in &errors {
+                eprintln!("corral-agent: {e}");
+            }
+            self.mirror_errors = errors;
+        }
     }
 
     /// Delete (grace 0, this uid only) the pods marked for deletion that
@@ -252,6 +284,15 @@ mod tests {
             identity(&want).get("default/run").map(String::as_str),
             Some("u1")
         );
+    }
+
+    #[test]
+    fn mirror_pods_are_not_run_from_the_api() {
+        let mut m = Pod::clone(&pod("static-web", "u9", None, false));
+        m.metadata
+            .annotations
+            .insert(super::super::mirror::MIRROR_ANNOTATION.into(), "s1".into());
+        assert!(desired(&[Arc::new(m)], |_| false).is_empty());
     }
 
     #[test]

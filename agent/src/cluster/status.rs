@@ -148,11 +148,11 @@ impl Reporter {
         let mut live = Vec::new();
         for pod in agent.pods() {
             let m = &pod.metadata;
-            let Some(api) = cache
-                .get(&m.namespace, &m.name)
-                .filter(|a| a.metadata.uid == m.uid)
-            else {
-                continue; // a static pod, or one the API no longer has
+            // The API's pod, or the mirror of a static pod.
+            let Some(api) = cache.get(&m.namespace, &m.name).filter(|a| {
+                a.metadata.uid == m.uid || super::mirror::mirror_of(a) == Some(m.uid.as_str())
+            }) else {
+                continue; // gone from the API, or a static pod without its mirror yet
             };
             live.push(m.uid.clone());
             let mut new = serde_json::to_value(&pod.status).unwrap_or(Value::Null);

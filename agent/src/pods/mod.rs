@@ -283,6 +283,14 @@ impl Agent {
         self.reconcile(all);
     }
 
+    /// The pods `source` last gave (as given: no status).
+    pub fn source_pods(&self, source: &str) -> Vec<Pod> {
+        lock(&self.inner.sources)
+            .get(source)
+            .map(|pods| pods.iter().map(|(p, _)| p.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Whether a pod with this uid still has a worker (running, or being
     /// stopped and removed).
     pub fn has_worker(&self, uid: &str) -> bool {
