@@ -378,6 +378,14 @@ impl ServiceAllocator {
             stored.push(decode(&v, &kv.key)?);
         }
         let me = (svc.metadata.namespace.as_str(), svc.metadata.name.as_str());
+        let exists = stored
+            .iter()
+            .any(|s| (s.metadata.namespace.as_str(), s.metadata.name.as_str()) == me);
+        if old.is_none() && exists {
+            // The create fails with AlreadyExists at the store, as it should;
+            // checking its addresses would answer 422 instead.
+            return Ok(guard);
+        }
         let used = Used::from_services(&stored, old.as_ref().map(|_| me));
         self.net
             .allocate(&mut svc, old.as_ref(), &used)

@@ -263,7 +263,7 @@ async fn collect_orphans(client: &Client, dependents: &[View], owners: &[View]) 
         });
         match live {
             Verdict::Keep => {}
-            Verdict::Delete => delete(client, dep, "Background").await,
+            Verdict::Delete => delete(client, dep, "Background", "its owners are gone").await,
             Verdict::DropRefs(uids) => {
                 drop_refs(client, dep, &uids).await;
             }
@@ -293,7 +293,13 @@ async fn finish_deletions(client: &Client, dependents: &[View], owners: &[View])
         match foreground_step(&owner.uid, dependents) {
             Foreground::DeleteDependents(idx) => {
                 for i in idx {
-                    delete(client, &dependents[i], "Foreground").await;
+                    delete(
+                        client,
+                        &dependents[i],
+                        "Foreground",
+                        "its owner is deleted in the foreground",
+                    )
+                    .await;
                 }
             }
             Foreground::Wait => {}
@@ -344,7 +350,7 @@ async fn live_uid<T: Resource>(
         .map(|o| o.meta().uid.clone()))
 }
 
-async fn delete(client: &Client, v: &View, policy: &str) {
+async fn delete(client: &Client, v: &View, policy: &str, why: &str) {
     let p = DeleteParams {
         propagation_policy: Some(policy.into()),
         preconditions_uid: Some(v.uid.clone()),
@@ -359,11 +365,14 @@ async fn delete(client: &Client, v: &View, policy: &str) {
     };
     match r {
         Ok(()) => eprintln!(
-            "corral-master: garbage-collector: deleted {} {ns}/{name} ({policy}): its owners are gone",
+            "corral-master: garbage-collector: deleted {} {ns}/{name} ({policy}): {why}",
             v.kind
         ),
         Err(e) if e.is_not_found() || e.is_conflict() => {}
-        Err(e) => eprintln!("corral-master: garbage-collector: deleting {} {ns}/{name}: {e}", v.kind),
+        Err(e) => eprintln!(
+            "corral-master: garbage-collector: deleting {} {ns}/{name}: {e}",
+            v.kind
+        ),
     }
 }
 
