@@ -25,14 +25,11 @@ pub fn skip_copy(key: &str) -> bool {
 /// Kubernetes' "safe" alphabet (no vowels, no easily confused characters).
 const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
-/// Ten characters from a SHA-256 of the template (as stored: defaults
-/// applied, the hash label absent) and the collision count.
+/// Ten characters from a SHA-256 of the template (in its [`canonical`]
+/// form, the hash label removed) and the collision count.
 pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
-    let mut t = template.clone();
-    t.metadata.labels.remove(HASH_LABEL);
-    // Struct fields serialize in a fixed order and maps are BTreeMaps, so
-    // equal templates give equal bytes.
-    let bytes = serde_json::to_vec(&t).unwrap_or_default();
+    // serde_json maps are sorted, so equal templates give equal bytes.
+    let bytes = serde_json::to_vec(&canonical(template)).unwrap_or_default();
     let mut h = Sha256::new();
     h.update(&bytes);
     if let Some(c) = collision_count {
@@ -45,17 +42,42 @@ pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -
         .collect()
 }
 
+/// The template as JSON without the hash label and without empty values
+/// (null, "", {} and []): a client that sends `resources: {}` or
+/// `creationTimestamp: null` (kubectl does, on `rollout undo`) means the
+/// same template as one that leaves them out, as Go's DeepEqual on
+/// Kubernetes' structs sees it.
+pub fn canonical(template: &PodTemplateSpec) -> serde_json::Value {
+    let mut t = template.clone();
+    t.metadata.labels.remove(HASH_LABEL);
+    let mut v = serde_json::to_value(&t).unwrap_or_default();
+    prune(&mut v);
+    v
+}
+
+/// Removes empty values; true when `v` itself is empty.
+fn prune(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => {
+            for x in a.iter_mut() {
+                prune(x);
+            }
+            a.is_empty()
+        }
+        Value::Object(o) => {
+            o.retain(|_, x| !prune(x));
+            o.is_empty()
+        }
+        Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
 /// `EqualIgnoreHash`: the same template apart from the hash label.
 pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
-    if a.metadata.labels.get(HASH_LABEL) == b.metadata.labels.get(HASH_LABEL) {
-        return a == b;
-    }
-    let strip = |t: &PodTemplateSpec| {
-        let mut t = t.clone();
-        t.metadata.labels.remove(HASH_LABEL);
-        t
-    };
-    strip(a) == strip(b)
+    a == b || canonical(a) == canonical(b)
 }
 
 /// The revision annotation of an object (0 when absent or malformed).
@@ -183,5 +205,24 @@ mod tests {
         t.metadata.labels.insert("tier".into(), "x".into());
         assert_ne!(template_hash(&t, None), h);
         assert!(!equal_ignore_hash(&t, &labelled));
+    }
+
+    #[test]
+    fn empty_values_do_not_make_templates_differ() {
+        let a: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "v1"}]}
+        }))
+        .unwrap();
+        let b: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "metadata": {"labels": {"app": "web", "pod-template-hash": "x"}, "creationTimestamp": null},
+            "spec": {"containers": [{"name": "c", "image": "v1", "resources": {}}]}
+        }))
+        .unwrap();
+        assert!(equal_ignore_hash(&a, &b));
+        assert_eq!(template_hash(&a, None), template_hash(&b, None));
+        let mut c = a.clone();
+        c.spec.containers[0].image = "v2".into();
+        assert!(!equal_ignore_hash(&a, &c));
     }
 }
