@@ -46,7 +46,7 @@ fn setup(n: u8) -> Result<Cluster, String> {
     std::env::set_var("CORRAL_AGENT_NODE_LABELS", "corral.test/agent=yes");
     std::env::set_var("CORRAL_AGENT_LEASE_RENEW", "1");
     std::env::set_var("CORRAL_AGENT_LEASE_DURATION", "5");
-    std::env::set_var("CORRAL_AGENT_NODE_STATUS_PERIOD", "2");
+    std::env::set_var("CORRAL_AGENT_NODE_STATUS_PERIOD", "60");
     let mut c = Cluster { master, agent };
     c.start_agent();
     Ok(c)
@@ -238,6 +238,23 @@ fn node_lease_pod_status_and_delete() {
         renew_micros(&l) != first
     });
     assert!(renewed, "the lease was not renewed in 5 s (first {first})");
+
+    // Marked Unknown by someone else (the node lifecycle controller while
+    // the agent could not reach the master): Ready again well before the
+    // 60 s status period.
+    let (_, mut node) = c.master.call(Method::GET, "/api/v1/nodes/agent-test", None);
+    for cond in node["status"]["conditions"].as_array_mut().into_iter().flatten() {
+        if cond["type"] == "Ready" {
+            cond["status"] = json!("Unknown");
+        }
+    }
+    let (code, body) = c.master.call(Method::PUT, "/api/v1/nodes/agent-test/status", Some(&node));
+    assert_eq!(code, 200, "mark the node Unknown: {body}");
+    let ready_again = corral_tests::host::wait_until(Duration::from_secs(10), || {
+        let (_, n) = c.master.call(Method::GET, "/api/v1/nodes/agent-test", None);
+        condition(&n, "Ready").as_deref() == Some("True")
+    });
+    assert!(ready_again, "the node stayed Unknown\n{}", t.agent_log());
 
     // Another node's pod CIDR is routed via its InternalIP (here loopback,
     // so nothing leaves the host), and the route goes with the node.

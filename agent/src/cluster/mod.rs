@@ -102,10 +102,18 @@ pub fn spawn(agent: Agent, client: Client) {
     let Some(join) = cfg.join.clone() else {
         return;
     };
+    // One informer on the Nodes: routes to the others, and this node's
+    // own copy (a Ready condition someone else changed is written back at once).
+    let nodes = corral_client::Reflector::<corral_api::core::Node>::spawn(
+        client.clone(),
+        "",
+        corral_client::ListParams::default(),
+    );
     tokio::spawn(register::node_status_loop(
         client.clone(),
         cfg.clone(),
         join.clone(),
+        nodes.cache(),
     ));
     tokio::spawn(lease::heartbeat(
         client.clone(),
@@ -113,7 +121,7 @@ pub fn spawn(agent: Agent, client: Client) {
         join.clone(),
     ));
     tokio::spawn(pods::run(agent, client.clone()));
-    tokio::spawn(routes::run(client, cfg.node_name.clone(), cfg.pod_cidr));
+    tokio::spawn(routes::run(nodes, cfg.node_name.clone(), cfg.pod_cidr));
 }
 
 /// 1 s doubling to 30 s while failures repeat; reset after a success.

@@ -8,15 +8,16 @@ use std::time::{Duration, Instant};
 
 use corral_api::core::{ConditionStatus, Node, NodeCondition};
 use corral_api::Time;
-use corral_client::Client;
+use corral_client::{Cache, Client};
 use corral_net::Ipv4Cidr;
 
 use super::{Backoff, ClusterError, Quiet};
 use crate::config::{Config, JoinConfig};
 use crate::node::{NodeConfig, NodeError};
 
-/// How often node facts are compared with what was last written.
-const FACTS_CHECK: Duration = Duration::from_secs(10);
+/// How often node facts (and the informer's copy of the Node) are
+/// compared with what was last written; no request is made for it.
+const FACTS_CHECK: Duration = Duration::from_secs(2);
 /// How often the Node is read while waiting for its pod CIDR.
 const CIDR_POLL: Duration = Duration::from_secs(1);
 
@@ -192,7 +193,7 @@ pub async fn pod_cidr(client: &Client, cfg: &Config) -> Result<Ipv4Cidr, Cluster
 /// Keep the Node registered and its status current: written every
 /// `--node-status-period`, when a fact changes, and again (created if it
 /// was deleted) after any failure, with back-off.
-pub async fn node_status_loop(client: Client, cfg: Config, join: JoinConfig) {
+pub async fn node_status_loop(client: Client, cfg: Config, join: JoinConfig, nodes: Cache<Node>) {
     let mut backoff = Backoff::default();
     let mut last: Option<(serde_json::Value, Instant)> = None;
     let mut warned_cidr = false;
@@ -208,8 +209,11 @@ pub async fn node_status_loop(client: Client, cfg: Config, join: JoinConfig) {
             }
         };
         let facts = facts_key(&node);
+        // Marked NotReady/Unknown by the node lifecycle controller (say,
+        // while the master could not be reached): say Ready again now.
+        let doubted = nodes.get("", &cfg.node_name).is_some_and(|n| !n.is_ready());
         let due = match &last {
-            Some((f, at)) => *f != facts || at.elapsed() >= join.node_status_period,
+            Some((f, at)) => *f != facts || at.elapsed() >= join.node_status_period || doubted,
             None => true,
         };
         if !due {

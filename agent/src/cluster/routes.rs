@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_api::core::Node;
-use corral_client::{Cache, Client, ListParams, Reflector};
+use corral_client::{Cache, Reflector};
 use corral_net::routes::{self, Route};
 use corral_net::Ipv4Cidr;
 use tokio::sync::broadcast::error::RecvError;
@@ -92,8 +92,7 @@ fn sync(wanted: &[Route]) -> Vec<String> {
 }
 
 /// Keep the routes to the other nodes, forever.
-pub async fn run(client: Client, me: String, own: Ipv4Cidr) {
-    let reflector = Reflector::<Node>::spawn(client, "", ListParams::default());
+pub async fn run(reflector: Reflector<Node>, me: String, own: Ipv4Cidr) {
     let cache: Cache<Node> = reflector.cache();
     let mut changes = reflector.subscribe();
     let mut reported: Vec<String> = Vec::new();
