@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use corral_agent::cluster::proxy::{self, ProxyConfig};
+use corral_api::core::{Endpoints, Service};
 use corral_net::services::{self, Frontend, L4Proto, Ruleset, ServicesConfig};
 use corral_net::{create_netns, delete_netns, in_netns, Network, NetworkConfig};
 use corral_tests::host::{is_root, wait_until, which};
@@ -455,4 +457,108 @@ fn replacing_the_ruleset_drops_no_connection() {
     );
     let seen: BTreeSet<&str> = results.iter().filter_map(|r| r.as_deref().ok()).collect();
     assert!(seen.len() >= 2, "{seen:?}");
+}
+
+/// The agent's proxy against a real master: Service and Endpoints objects
+/// become rules in the node within a second of each change.
+#[test]
+fn agent_proxy_follows_services_and_endpoints() {
+    if !usable() {
+        return;
+    }
+    let master = corral_tests::master::Master::start(&["--no-controllers"])
+        .unwrap_or_else(|e| panic!("start corral-master: {e}"));
+    let lab = Lab::new();
+    let client = corral_client::Client::from_kubeconfig(&master.kubeconfig())
+        .unwrap_or_else(|e| panic!("client: {e}"));
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let cfg = ProxyConfig {
+        node_ips: vec![NODE_IP],
+        cluster_cidr: "10.215.0.0/24".into(),
+        netns: Some(lab.node.clone()),
+        ..ProxyConfig::default()
+    };
+    // Aborted when `rt` drops at the end, also on a panic.
+    rt.spawn(proxy::run(client.clone(), cfg));
+    let url = format!("http://{CLUSTER_IP}/");
+    let ips = |names: &[&str]| -> Vec<String> {
+        lab.backends(names)
+            .iter()
+            .map(|a| a.ip().to_string())
+            .collect()
+    };
+
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "NodePort", "clusterIP": CLUSTER_IP.to_string(),
+                 "ports": [{"name": "http", "port": 80, "targetPort": 80, "nodePort": NODE_PORT}]}
+    }))
+    .expect("service");
+    rt.block_on(client.create(&svc))
+        .unwrap_or_else(|e| panic!("create service: {e}"));
+    let t = Instant::now();
+    rt.block_on(client.create(&endpoints(&ips(&BACKENDS))))
+        .unwrap_or_else(|e| panic!("create endpoints: {e}"));
+    wait_for_table(&lab, t, "3 endpoints", |s| {
+        ips(&BACKENDS)
+            .iter()
+            .all(|ip| s.contains(&format!("dnat to {ip}:80")))
+    });
+    assert_eq!(answers(&lab.client, &url, 30), set(&BACKENDS));
+    let node_url = format!("http://{NODE_IP}:{NODE_PORT}/");
+    assert_eq!(answers(&lab.ext, &node_url, 30), set(&BACKENDS));
+
+    let mut two = rt
+        .block_on(client.get::<Endpoints>("default", "web"))
+        .unwrap_or_else(|e| panic!("get endpoints: {e}"));
+    two.subsets = endpoints(&ips(&["b", "c"])).subsets;
+    let t = Instant::now();
+    rt.block_on(client.update(&two))
+        .unwrap_or_else(|e| panic!("update endpoints: {e}"));
+    let gone = format!("dnat to {}:80", ips(&["a"])[0]);
+    wait_for_table(&lab, t, "a removed", |s| {
+        !s.contains(&gone) && s.contains("numgen random mod 2")
+    });
+    assert_eq!(answers(&lab.client, &url, 30), set(&["b", "c"]));
+
+    // The master's own `kubernetes` Service stays, so the table does too:
+    // only web's rules go.
+    let t = Instant::now();
+    rt.block_on(client.delete::<Service>("default", "web", &Default::default()))
+        .unwrap_or_else(|e| panic!("delete service: {e}"));
+    let vip = format!("{CLUSTER_IP} . tcp . 80");
+    wait_for_table(&lab, t, "service removed", |s| {
+        !s.contains(&vip) && s.contains("10.96.0.1 . tcp . 443")
+    });
+    let err = fetch(&lab.client, &url).expect_err("deleted service answered");
+    assert!(err.contains("No route to host"), "{err}");
+}
+
+fn endpoints(ips: &[String]) -> Endpoints {
+    let addresses: Vec<serde_json::Value> =
+        ips.iter().map(|ip| serde_json::json!({"ip": ip})).collect();
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "subsets": [{"addresses": addresses, "ports": [{"name": "http", "port": 80}]}]
+    }))
+    .expect("endpoints")
+}
+
+/// Polls the node's services table until `ok` holds; asserts it took less
+/// than a second since `since`.
+fn wait_for_table(lab: &Lab, since: Instant, what: &str, ok: impl Fn(&str) -> bool) {
+    loop {
+        let (listed, table) = lab.table();
+        if listed && ok(&table) {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "{what}: not in the table after 5 s:\n{table}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = since.elapsed();
+    eprintln!("{what}: in the node's rules after {took:?}");
+    assert!(took < Duration::from_secs(1), "{what} took {took:?}");
 }

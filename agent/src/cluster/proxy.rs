@@ -10,6 +10,7 @@
 //! their service traffic, as with kube-proxy.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,10 @@ pub struct ProxyConfig {
     pub min_sync_interval: Duration,
     /// Re-applied this often even when nothing changed.
     pub resync_interval: Duration,
+    /// Program the rules in this network namespace (a bound netns file)
+    /// instead of the agent's own: for an agent serving a node namespace from
+    /// outside it, as tests do.
+    pub netns: Option<PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -47,6 +52,7 @@ impl Default for ProxyConfig {
             table: services::DEFAULT_TABLE.to_string(),
             min_sync_interval: Duration::from_millis(100),
             resync_interval: Duration::from_secs(30),
+            netns: None,
         }
     }
 }
@@ -84,7 +90,7 @@ pub async fn run(client: Client, cfg: ProxyConfig) {
     let (svc_cache, ep_cache) = (svcs.cache(), eps.cache());
     svc_cache.ready().await;
     ep_cache.ready().await;
-    let mut sync = Syncer::new(cfg.services_config());
+    let mut sync = Syncer::new(cfg.services_config(), cfg.netns.clone());
     loop {
         let ruleset = render(&sync.cfg, &svc_cache, &ep_cache);
         let wait = match sync.apply(ruleset).await {
@@ -129,6 +135,7 @@ fn render(cfg: &ServicesConfig, svcs: &Cache<Service>, eps: &Cache<Endpoints>) -
 /// What was applied last, and when to try again.
 struct Syncer {
     cfg: ServicesConfig,
+    netns: Option<PathBuf>,
     applied: Option<String>,
     skipped: Vec<String>,
     last_attempt: Option<Instant>,
@@ -137,9 +144,10 @@ struct Syncer {
 }
 
 impl Syncer {
-    fn new(cfg: ServicesConfig) -> Syncer {
+    fn new(cfg: ServicesConfig, netns: Option<PathBuf>) -> Syncer {
         Syncer {
             cfg,
+            netns,
             applied: None,
             skipped: Vec::new(),
             last_attempt: None,
@@ -164,7 +172,13 @@ impl Syncer {
         self.last_attempt = Some(Instant::now());
         let cfg = self.cfg.clone();
         let script = ruleset.script.clone();
-        let done = tokio::task::spawn_blocking(move || services::apply(&cfg, &ruleset)).await;
+        let netns = self.netns.clone();
+        let done = tokio::task::spawn_blocking(move || match netns {
+            Some(ns) => corral_net::in_netns(&ns, || services::apply(&cfg, &ruleset))
+                .and_then(|applied| applied),
+            None => services::apply(&cfg, &ruleset),
+        })
+        .await;
         let err = match done {
             Ok(Ok(())) => {
                 self.applied = Some(script);
