@@ -16,7 +16,9 @@ pub const DEFAULT_CPU_MILLI: i64 = 100;
 pub const DEFAULT_MEMORY: i64 = 200 << 20;
 
 /// cpu in millicores, the rest in whole units (bytes, pods, devices).
+/// `repr(C)` keeps the four amounts every filter reads together, first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[repr(C)]
 pub struct Resources {
     pub cpu_milli: i64,
     pub memory: i64,

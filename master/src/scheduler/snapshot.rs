@@ -12,14 +12,15 @@ use super::ports::{self, HostPort};
 use super::resources::Resources;
 use super::score;
 
+/// Laid out by hand (`repr(C)`): the fields every filter and score reads for
+/// every pod come first and fill three cache lines; at 5,000 nodes the array
+/// no longer fits in L2, so the lines touched per node are the cost.
+#[repr(C)]
 pub struct NodeState<'a> {
-    pub name: &'a str,
-    pub labels: &'a BTreeMap<String, String>,
-    /// `metadata.name`, what matchFields can test.
-    pub fields: BTreeMap<String, String>,
-    pub taints: &'a [Taint],
     pub ready: bool,
     pub unschedulable: bool,
+    pub prefer_no_schedule: bool,
+    pub taints: &'a [Taint],
     pub allocatable: Resources,
     /// Sum of the requests of the pods placed here.
     pub requested: Resources,
@@ -29,9 +30,13 @@ pub struct NodeState<'a> {
     /// score::scale of the allocatable cpu and memory.
     pub cpu_scale: f64,
     pub memory_scale: f64,
-    pub ports: Vec<HostPort>,
     pub hash: u64,
-    pub prefer_no_schedule: bool,
+    // Read only for pods with a selector, affinity or host ports.
+    pub name: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    /// `metadata.name`, what matchFields can test.
+    pub fields: BTreeMap<String, String>,
+    pub ports: Vec<HostPort>,
 }
 
 impl<'a> NodeState<'a> {
@@ -253,6 +258,11 @@ mod tests {
         assert_eq!(snap.nodes[0].requested.cpu_milli, 0);
         assert_eq!(snap.nodes[0].scored_cpu, 100);
         assert_eq!(snap.nodes[0].scored_memory, 200 << 20);
+    }
+
+    #[test]
+    fn hot_fields_fit_three_cache_lines() {
+        assert!(std::mem::offset_of!(NodeState, name) <= 3 * 64);
     }
 
     #[test]
