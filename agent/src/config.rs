@@ -117,6 +117,9 @@ pub struct Args {
     /// How often the node's Lease is renewed, in seconds.
     #[arg(long, env = "CORRAL_AGENT_LEASE_RENEW", default_value_t = 10.0)]
     pub lease_renew: f64,
+    /// nftables table (family ip) of the Service rules when joined.
+    #[arg(long, env = "CORRAL_AGENT_SERVICES_TABLE", default_value = corral_net::services::DEFAULT_TABLE)]
+    pub services_table: String,
     /// How often the Node's status is written when nothing changed, in seconds.
     #[arg(long, env = "CORRAL_AGENT_NODE_STATUS_PERIOD", default_value_t = 60.0)]
     pub node_status_period: f64,
@@ -156,6 +159,7 @@ pub struct JoinConfig {
     pub lease_duration: Duration,
     pub lease_renew: Duration,
     pub node_status_period: Duration,
+    pub services_table: String,
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +286,7 @@ fn join_config(a: &Args) -> Result<Option<JoinConfig>, ConfigError> {
         lease_duration: seconds("lease-duration", a.lease_duration)?,
         lease_renew: seconds("lease-renew", a.lease_renew)?,
         node_status_period: seconds("node-status-period", a.node_status_period)?,
+        services_table: a.services_table.clone(),
     }))
 }
 
