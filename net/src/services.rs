@@ -25,8 +25,9 @@
 //!   be un-NATed) and goes on to the `svc-` chain;
 //! - `nat-postrouting`: masquerades marked packets (mark bit [`MASQ_BIT`]);
 //! - `filter-input`/`filter-forward`/`filter-output`: new connections to a
-//!   frontend without ready backends are rejected (ICMP port unreachable, so a
-//!   TCP client sees "connection refused" at once), as Kubernetes does;
+//!   frontend without ready backends are rejected as Kubernetes does (a TCP
+//!   reset, ICMP port unreachable for other protocols: the client sees
+//!   "connection refused" at once);
 //!   `filter-output` also drops the ICMP redirects the kernel sends a pod whose
 //!   connection was DNATed back out of the bridge it came from (the pod would
 //!   then send later packets for the cluster IP straight to that backend,
@@ -334,6 +335,12 @@ impl Writer<'_> {
         self.line(format_args!(
             "add rule {t} filter-output icmp type redirect ct status dnat drop"
         ));
+        // A TCP reset reaches a connect() at once; an ICMP error that arrives
+        // while connect() still holds its socket (always, when the client is
+        // on this host) only surfaces at the SYN's retransmission, 1 s later.
+        self.line(format_args!(
+            "add rule {t} reject-chain meta l4proto tcp reject with tcp reset"
+        ));
         self.line(format_args!("add rule {t} reject-chain reject"));
         self.line(format_args!(
             "add rule {t} mark-for-masquerade meta mark set meta mark or {MASQ_BIT:#x}"
@@ -564,6 +571,7 @@ mod tests {
             "add rule ip corral-services filter-forward ct state new jump endpoints-check",
             "add rule ip corral-services filter-input ct state new jump endpoints-check",
             "add rule ip corral-services filter-output ct state new jump endpoints-check",
+            "add rule ip corral-services reject-chain meta l4proto tcp reject with tcp reset",
             "add rule ip corral-services reject-chain reject",
         ] {
             assert!(lines(s).contains(&want), "missing {want:?} in\n{s}");
