@@ -127,19 +127,34 @@ fn owned(m: &Master, d: &str) -> (Vec<Value>, Vec<Value>) {
     (rss, pods)
 }
 
+/// Whether the scheduler has looked at the pod. With no nodes it writes
+/// PodScheduled=False with a merge patch of the whole conditions list, made
+/// from its copy of the pod: a Ready condition written before that would be
+/// lost, so pods are only marked ready after it.
+fn seen_by_scheduler(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "PodScheduled"))
+}
+
 /// What an agent reports for a started pod: Running and Ready. Up to `max`
 /// pods that are not ready yet; conflicts are left for the next call.
 fn mark_ready(m: &Master, max: usize) -> usize {
     let mut done = 0;
     for mut pod in items(m, PODS) {
-        if done >= max || is_ready(&pod) || !pod["metadata"]["deletionTimestamp"].is_null() {
+        if done >= max
+            || is_ready(&pod)
+            || !seen_by_scheduler(&pod)
+            || !pod["metadata"]["deletionTimestamp"].is_null()
+        {
             continue;
         }
-        pod["status"] = json!({
-            "phase": "Running",
-            "conditions": [{"type": "Ready", "status": "True",
-                            "lastTransitionTime": "2026-01-01T00:00:00Z"}]
-        });
+        let mut conditions = pod["status"]["conditions"].clone();
+        if let Some(c) = conditions.as_array_mut() {
+            c.push(json!({"type": "Ready", "status": "True",
+                          "lastTransitionTime": "2026-01-01T00:00:00Z"}));
+        }
+        pod["status"] = json!({"phase": "Running", "conditions": conditions});
         let (code, _) = m.call(
             Method::PUT,
             &format!("{PODS}/{}/status", name(&pod)),
@@ -249,7 +264,13 @@ fn deployment_creates_scales_and_replaces_pods() {
     let (_, pods) = wait_pods(&m, "web", 2);
 
     let victim = name(&pods[0]);
-    ok(&m, Method::DELETE, &format!("{PODS}/{victim}"), None);
+    // The scheduler patches unscheduled pods meanwhile and the server
+    // answers a DELETE that races a write with 409: try again.
+    wait_for("the pod deleted", || {
+        let (code, v) = m.call(Method::DELETE, &format!("{PODS}/{victim}"), None);
+        assert!(code == 200 || code == 409, "DELETE {victim}: {code} {v}");
+        (code == 200).then_some(())
+    });
     let (_, pods) = wait_for("a replacement for the deleted pod", || {
         let (rss, pods) = owned(&m, "web");
         (pods.len() == 2 && pods.iter().all(|p| name(p) != victim)).then_some((rss, pods))
@@ -322,15 +343,14 @@ fn replicaset_adopts_releases_and_replaces_failed_pods() {
     });
 
     // A pod that ended is deleted and replaced.
-    let mut failed = mine(&m)[0].clone();
-    let failed_name = name(&failed);
-    failed["status"] = json!({"phase": "Failed"});
-    ok(
-        &m,
-        Method::PUT,
-        &format!("{PODS}/{failed_name}/status"),
-        Some(&failed),
-    );
+    let failed_name = name(&mine(&m)[0]);
+    wait_for("the pod marked Failed", || {
+        // Read again on each try: the scheduler may write it meanwhile.
+        let mut failed = ok(&m, Method::GET, &format!("{PODS}/{failed_name}"), None);
+        failed["status"]["phase"] = json!("Failed");
+        let path = format!("{PODS}/{failed_name}/status");
+        (m.call(Method::PUT, &path, Some(&failed)).0 == 200).then_some(())
+    });
     wait_for("the failed pod replaced", || {
         let gone = m
             .call(Method::GET, &format!("{PODS}/{failed_name}"), None)

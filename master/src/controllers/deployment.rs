@@ -234,7 +234,7 @@ impl Controller {
             };
             match self.client.delete::<ReplicaSet>(ns, rs, &params).await {
                 Ok(()) => {}
-                Err(e) if e.is_not_found() || e.is_conflict() => {}
+                Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(api_err("deleting old replicaset", ns, rs)(e)),
             }
         }

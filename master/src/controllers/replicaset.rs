@@ -317,10 +317,10 @@ impl Controller {
             let Ok((victim, res)) = joined else { continue };
             match res {
                 Ok(()) => {}
-                // Already gone, or a new pod under that name: nothing to wait for.
-                Err(e) if e.is_not_found() || e.is_conflict() => {
-                    self.expectations.lower(key, None, Some(&victim))
-                }
+                // Already gone: nothing to wait for. (A conflict, a new pod
+                // under that name or a write racing the delete, is retried
+                // from a fresh cache like any other failure.)
+                Err(e) if e.is_not_found() => self.expectations.lower(key, None, Some(&victim)),
                 Err(e) => {
                     self.expectations.lower(key, None, Some(&victim));
                     failed.get_or_insert(api_err("deleting pod", &key.0, &victim.0)(e));
