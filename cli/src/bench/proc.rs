@@ -235,12 +235,18 @@ pub fn watch(pid: i32) {
             if field("State:").is_some_and(|s| s.starts_with('Z')) {
                 break;
             }
-            if let (Some(name), Some(hwm)) = (field("Name:"), field("VmHWM:")) {
-                let kib = hwm.split_whitespace().next().and_then(|n| n.parse().ok());
-                if let Some(kib) = kib {
-                    if peak.as_ref().is_none_or(|(_, p)| kib > *p) {
-                        peak = Some((name, kib));
-                    }
+            let Some(name) = field("Name:") else { break };
+            // Once reaped, the pid may be reused (even as a thread id of
+            // ours): a new name means it is not our process any more.
+            if peak.as_ref().is_some_and(|(n, _)| *n != name) {
+                break;
+            }
+            let kib: Option<u64> = field("VmHWM:")
+                .and_then(|h| h.split_whitespace().next().and_then(|n| n.parse().ok()));
+            // 0 kB: an address space being torn down or set up, not a peak.
+            if let Some(kib) = kib.filter(|k| *k > 0) {
+                if peak.as_ref().is_none_or(|(_, p)| kib > *p) {
+                    peak = Some((name, kib));
                 }
             }
         }
@@ -261,4 +267,37 @@ pub fn take_watched() -> Vec<(String, u64)> {
         .into_iter()
         .filter_map(|h| h.join().ok().flatten())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_reports_exit_output_and_timeout() {
+        let f = run(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(
+            (f.code, f.stdout.as_str(), f.stderr.as_str()),
+            (Some(3), "out\n", "err\n")
+        );
+        assert!(f.describe("x").contains("exit 3: err"));
+        let f = run(Command::new("sleep").arg("5"), Duration::from_millis(100)).unwrap();
+        assert_eq!(f.code, None);
+        assert!(f.elapsed < Duration::from_secs(4));
+        assert!(f.describe("x").contains("timed out"));
+    }
+
+    #[test]
+    fn watched_processes_report_their_peak() {
+        set_watching(true);
+        let f = run(Command::new("sleep").arg("0.2"), Duration::from_secs(10)).unwrap();
+        set_watching(false);
+        assert!(f.ok());
+        let seen = take_watched();
+        assert!(seen.iter().any(|(n, k)| n == "sleep" && *k > 0), "{seen:?}");
+    }
 }
