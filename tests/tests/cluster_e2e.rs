@@ -157,10 +157,13 @@ impl Cluster {
     }
 
     fn apply(&self, docs: &[Value]) {
-        let path = self.h.path("apply.json");
-        let list = json!({"apiVersion": "v1", "kind": "List", "items": docs});
-        std::fs::write(&path, list.to_string()).expect("write manifest");
-        let out = self.h.kubectl(&["apply", "-f", &path.to_string_lossy()]);
+        // One file per object in a fresh directory: `apply -f DIR`.
+        let dir = tempfile::tempdir_in(self.h.path("")).expect("manifest dir");
+        for (i, doc) in docs.iter().enumerate() {
+            let path = dir.path().join(format!("{i}.json"));
+            std::fs::write(&path, doc.to_string()).expect("write manifest");
+        }
+        let out = self.h.kubectl(&["apply", "-f", &dir.path().to_string_lossy()]);
         assert!(out.status.success(), "kubectl apply: {}", text(&out.stderr));
     }
 
