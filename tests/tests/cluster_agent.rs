@@ -29,6 +29,20 @@ static ENV: Mutex<()> = Mutex::new(());
 struct Cluster {
     master: Master,
     agent: AgentTest,
+    /// Dropped after the agent: its Service rules outlive it by design.
+    services: TableGuard,
+}
+
+/// Deletes the agent's nftables table of Service rules (`table ip NAME`).
+struct TableGuard(String);
+
+impl Drop for TableGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "ip", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 /// A master, and an agent numbered `n` joined to it (started).
@@ -47,7 +61,13 @@ fn setup(n: u8) -> Result<Cluster, String> {
     std::env::set_var("CORRAL_AGENT_LEASE_RENEW", "1");
     std::env::set_var("CORRAL_AGENT_LEASE_DURATION", "5");
     std::env::set_var("CORRAL_AGENT_NODE_STATUS_PERIOD", "60");
-    let mut c = Cluster { master, agent };
+    let table = format!("crlagsvc{n}");
+    std::env::set_var("CORRAL_AGENT_SERVICES_TABLE", &table);
+    let mut c = Cluster {
+        master,
+        agent,
+        services: TableGuard(table),
+    };
     c.start_agent();
     Ok(c)
 }
@@ -238,6 +258,16 @@ fn node_lease_pod_status_and_delete() {
         renew_micros(&l) != first
     });
     assert!(renewed, "the lease was not renewed in 5 s (first {first})");
+
+    // The Service proxy runs: its nftables table is there.
+    let table = c.services.0.clone();
+    let programmed = corral_tests::host::wait_until(Duration::from_secs(10), || {
+        std::process::Command::new("nft")
+            .args(["list", "table", "ip", &table])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    assert!(programmed, "no nftables table {table}\n{}", t.agent_log());
 
     // Marked Unknown by someone else (the node lifecycle controller while
     // the agent could not reach the master): Ready again well before the

@@ -14,10 +14,12 @@
 //! - [`mirror`]: API copies of the static pods (kubelet's mirror pods).
 //! - [`status`]: pod status diffs patched to `pods/{name}/status`.
 //! - [`routes`]: routes to the other nodes' pod CIDRs.
+//! - [`proxy`]: Service virtual IPs and NodePorts in nftables (kube-proxy).
 
 pub mod lease;
 pub mod mirror;
 pub mod pods;
+pub mod proxy;
 pub mod register;
 pub mod routes;
 pub mod status;
@@ -121,6 +123,15 @@ pub fn spawn(agent: Agent, client: Client) {
         join.clone(),
     ));
     tokio::spawn(pods::run(agent, client.clone()));
+    tokio::spawn(proxy::run(
+        client.clone(),
+        proxy::ProxyConfig {
+            node_ips: vec![cfg.node_ip],
+            cluster_cidr: join.cluster_cidr.to_string(),
+            table: join.services_table.clone(),
+            ..proxy::ProxyConfig::default()
+        },
+    ));
     tokio::spawn(routes::run(nodes, cfg.node_name.clone(), cfg.pod_cidr));
 }
 
