@@ -420,7 +420,7 @@ fn replacing_the_ruleset_drops_no_connection() {
     let url = format!("http://{CLUSTER_IP}/");
     let three = web(lab.backends(&BACKENDS), None);
     let two = web(lab.backends(&["b", "c"]), None);
-    lab.apply(&[three.clone()]);
+    lab.apply(std::slice::from_ref(&three));
 
     let stop = Arc::new(AtomicBool::new(false));
     let client = lab.client.clone();
@@ -435,8 +435,8 @@ fn replacing_the_ruleset_drops_no_connection() {
     let t = Instant::now();
     let mut applies = 0;
     while t.elapsed() < Duration::from_secs(3) {
-        lab.apply(&[two.clone()]);
-        lab.apply(&[three.clone()]);
+        lab.apply(std::slice::from_ref(&two));
+        lab.apply(std::slice::from_ref(&three));
         applies += 2;
     }
     stop.store(true, Ordering::Relaxed);
