@@ -43,6 +43,14 @@ pub enum SyncError {
     },
 }
 
+impl SyncError {
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            SyncError::Api { source, .. } => source.is_conflict(),
+        }
+    }
+}
+
 fn api_err(
     what: &'static str,
     ns: &str,
@@ -199,7 +207,11 @@ impl Controller {
                 }
             }
             Err(e) => {
-                eprintln!("corral-master: deployment controller: {e}");
+                // Conflicts are the normal outcome of acting on a cache
+                // that is a moment behind: retried, not worth a line.
+                if !e.is_conflict() {
+                    eprintln!("corral-master: deployment controller: {e}");
+                }
                 self.queue.retry(key);
             }
         }

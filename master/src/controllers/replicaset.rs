@@ -41,6 +41,14 @@ pub enum SyncError {
     },
 }
 
+impl SyncError {
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            SyncError::Api { source, .. } => source.is_conflict(),
+        }
+    }
+}
+
 fn api_err(
     what: &'static str,
     ns: &str,
@@ -174,7 +182,11 @@ impl Controller {
                 }
             }
             Err(e) => {
-                eprintln!("corral-master: replicaset controller: {e}");
+                // Conflicts are the normal outcome of acting on a cache
+                // that is a moment behind: retried, not worth a line.
+                if !e.is_conflict() {
+                    eprintln!("corral-master: replicaset controller: {e}");
+                }
                 self.queue.retry(key);
             }
         }
