@@ -527,6 +527,41 @@ mod live {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn room_freed_by_a_deleted_pod_is_used() {
+        let server = start_server().await;
+        let c = server.client.clone();
+        create_node(&c, "n1", 2000).await;
+        create_pod(&c, with_requests(pod("first"), "1500m", "64Mi")).await;
+        let cfg = SchedulerConfig {
+            batch_delay: Duration::from_millis(5),
+            ..SchedulerConfig::default()
+        };
+        let sched = tokio::spawn(run(c.clone(), cfg));
+        eventually("first bound", || async {
+            (node_of(&c, "first").await == "n1").then_some(())
+        })
+        .await;
+        create_pod(&c, with_requests(pod("second"), "1", "64Mi")).await;
+        eventually("second unschedulable", || async {
+            let ev = failed_events(&c, "second").await;
+            let msg = "0/1 nodes are available: 1 Insufficient cpu.";
+            ev.iter().any(|e| e.message == msg).then_some(())
+        })
+        .await;
+        assert_eq!(node_of(&c, "second").await, "");
+        let now = corral_client::DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        c.delete::<Pod>("default", "first", &now).await.unwrap();
+        eventually("second bound once first is gone", || async {
+            (node_of(&c, "second").await == "n1").then_some(())
+        })
+        .await;
+        sched.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn binds_spreads_reports_once_and_retries() {
         let server = start_server().await;
         let c = server.client.clone();
