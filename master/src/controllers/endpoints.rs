@@ -23,6 +23,8 @@ use super::ControllerConfig;
 
 /// How often everything is compared again without any change reported.
 const RESYNC: Duration = Duration::from_secs(30);
+/// How soon a write refused as stale (409) is tried again at the latest.
+const RETRY: Duration = Duration::from_millis(500);
 
 fn selects(svc: &Service, pod: &Pod) -> bool {
     !svc.spec.selector.is_empty()
@@ -175,21 +177,30 @@ pub async fn run(client: Client, _cfg: Arc<ControllerConfig>) {
     let services = Reflector::<Service>::spawn(client.clone(), "", ListParams::default());
     let pods = Reflector::<Pod>::spawn(client.clone(), "", ListParams::default());
     let endpoints = Reflector::<Endpoints>::spawn(client.clone(), "", ListParams::default());
-    let (mut s_rx, mut p_rx) = (services.subscribe(), pods.subscribe());
+    // Endpoints changes wake the loop too: a write that lost to a stale
+    // cache is retried once the cache has caught up with the winner.
+    let mut rxs = (
+        services.subscribe(),
+        pods.subscribe(),
+        endpoints.subscribe(),
+    );
     services.cache().ready().await;
     pods.cache().ready().await;
     endpoints.cache().ready().await;
     loop {
-        sync(&client, &services, &pods, &endpoints).await;
+        let stale = sync(&client, &services, &pods, &endpoints).await;
+        let every = if stale { RETRY } else { RESYNC };
         tokio::select! {
-            _ = s_rx.recv() => {}
-            _ = p_rx.recv() => {}
-            _ = tokio::time::sleep(RESYNC) => {}
+            _ = rxs.0.recv() => {}
+            _ = rxs.1.recv() => {}
+            _ = rxs.2.recv() => {}
+            _ = tokio::time::sleep(every) => {}
         }
         // Changes arrive in bursts; one sync covers them all.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        drain(&mut s_rx);
-        drain(&mut p_rx);
+        drain(&mut rxs.0);
+        drain(&mut rxs.1);
+        drain(&mut rxs.2);
     }
 }
 
@@ -198,12 +209,15 @@ fn drain<T: Clone>(rx: &mut tokio::sync::broadcast::Receiver<T>) {
     while matches!(rx.try_recv(), Ok(_) | Err(TryRecvError::Lagged(_))) {}
 }
 
+/// Brings every selector Service's Endpoints up to date; true when some
+/// write was refused because the cache was behind.
 async fn sync(
     client: &Client,
     services: &Reflector<Service>,
     pods: &Reflector<Pod>,
     endpoints: &Reflector<Endpoints>,
-) {
+) -> bool {
+    let mut stale = false;
     let all_pods = pods.cache().list();
     let mut by_ns: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
     for p in &all_pods {
@@ -235,14 +249,15 @@ async fn sync(
         };
         match result {
             Ok(()) => {}
-            // Stale cache: the next change or resync writes it again.
-            Err(e) if e.is_conflict() || e.is_not_found() => {}
+            // Stale cache: tried again when it catches up.
+            Err(e) if e.is_conflict() || e.is_not_found() => stale = true,
             Err(e) => eprintln!(
                 "corral-master: endpoints: writing endpoints {ns}/{}: {e}",
                 svc.metadata.name
             ),
         }
     }
+    stale
 }
 
 #[cfg(test)]
