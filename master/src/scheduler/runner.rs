@@ -89,7 +89,7 @@ pub async fn run(client: Client, cfg: SchedulerConfig) {
                 _ => true,
             },
             Some(done) = r.tasks.join_next() => r.finished(done),
-            _ = tick.tick() => !r.reported.is_empty(),
+            _ = tick.tick() => r.waiting > 0,
         };
     }
 }
@@ -128,6 +128,9 @@ struct Runner {
     assumed: HashMap<String, String>,
     /// Pod uid -> the unschedulable message last written for it.
     reported: HashMap<String, String>,
+    /// Pods the last pass could not place: while any, passes also run every
+    /// retry_interval (which also retries a failed status write, at that pace).
+    waiting: usize,
     tasks: JoinSet<Done>,
     binds: Arc<Semaphore>,
 }
@@ -142,6 +145,7 @@ impl Runner {
             pods,
             assumed: HashMap::new(),
             reported: HashMap::new(),
+            waiting: 0,
             tasks: JoinSet::new(),
             binds,
         }
@@ -163,19 +167,20 @@ impl Runner {
         for p in pods.iter().filter(|p| p.spec.node_name.is_empty()) {
             let uid = p.metadata.uid.as_str();
             unbound.insert(uid);
-            let waiting = !self.assumed.contains_key(uid)
+            let to_place = !self.assumed.contains_key(uid)
                 && self.is_ours(p)
                 && !p.metadata.is_being_deleted()
                 && !is_finished(p);
-            if waiting {
+            if to_place {
                 pending.push(p);
             }
         }
         // Bound (the watch caught up) or gone: no longer ours to account for.
         self.assumed.retain(|uid, _| unbound.contains(uid.as_str()));
-        let waiting: HashSet<&str> = pending.iter().map(|p| p.metadata.uid.as_str()).collect();
+        let pending_uids: HashSet<&str> = pending.iter().map(|p| p.metadata.uid.as_str()).collect();
         self.reported
-            .retain(|uid, _| waiting.contains(uid.as_str()));
+            .retain(|uid, _| pending_uids.contains(uid.as_str()));
+        self.waiting = 0;
         if pending.is_empty() {
             return;
         }
@@ -195,7 +200,10 @@ impl Runner {
         for (pod, placement) in pending.into_iter().zip(placements) {
             match placement {
                 Placement::Node(node) => self.bind(pod, node),
-                Placement::Unschedulable(u) => self.report(pod, u.to_string()),
+                Placement::Unschedulable(u) => {
+                    self.waiting += 1;
+                    self.report(pod, u.to_string());
+                }
             }
         }
     }
