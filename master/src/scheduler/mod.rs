@@ -8,7 +8,12 @@
 //! requests (cpu, memory, ephemeral-storage, extended resources, pod count)
 //! within allocatable minus what is placed. Scores: least allocated (1),
 //! spread of one owner's replicas (2), preferred node affinity (2),
-//! untolerated PreferNoSchedule taints (3).
+//! untolerated PreferNoSchedule taints (3). Like Kubernetes'
+//! percentageOfNodesToScore, large clusters are sampled: a search stops after
+//! enough feasible nodes and the next one starts where it stopped.
+//!
+//! The master starts it with
+//! `tokio::spawn(scheduler::run(client, SchedulerConfig::default()))`.
 
 mod batch;
 mod filter;
