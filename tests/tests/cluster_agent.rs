@@ -139,19 +139,17 @@ impl Cluster {
                 "containers": [sh_container("c", script)],
             },
         });
-        let (code, body) = self.master.call(
-            Method::POST,
-            "/api/v1/namespaces/default/pods",
-            Some(&pod),
-        );
+        let (code, body) =
+            self.master
+                .call(Method::POST, "/api/v1/namespaces/default/pods", Some(&pod));
         assert_eq!(code, 201, "create pod {name}: {body}");
     }
 
     /// SIGKILL the master by pid (found by its data dir on its command
     /// line); `Master::restart` brings it back later.
     fn kill_master(&self) {
-        let pid = pid_with_arg("corral-master", self.master.data_dir())
-            .expect("the master's process");
+        let pid =
+            pid_with_arg("corral-master", self.master.data_dir()).expect("the master's process");
         // SAFETY: kill has no memory-safety preconditions; the pid is the
         // corral-master started on this test's own data dir.
         unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -201,7 +199,9 @@ fn condition(p: &Value, type_: &str) -> Option<String> {
 fn running_and_ready(p: &Value) -> bool {
     p["status"]["phase"] == "Running"
         && condition(p, "Ready").as_deref() == Some("True")
-        && p["status"]["podIP"].as_str().is_some_and(|ip| !ip.is_empty())
+        && p["status"]["podIP"]
+            .as_str()
+            .is_some_and(|ip| !ip.is_empty())
 }
 
 fn restarts(p: &Value) -> i64 {
@@ -211,7 +211,10 @@ fn restarts(p: &Value) -> i64 {
 }
 
 fn renew_micros(lease: &Value) -> String {
-    lease["spec"]["renewTime"].as_str().unwrap_or("").to_string()
+    lease["spec"]["renewTime"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
@@ -230,13 +233,23 @@ fn node_lease_pod_status_and_delete() {
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/os"], "linux");
     assert_eq!(node["metadata"]["labels"]["corral.test/agent"], "yes");
     assert!(node["status"]["capacity"]["cpu"].is_string(), "{node}");
-    assert!(node["status"]["allocatable"]["memory"].is_string(), "{node}");
-    assert_eq!(node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], t.port);
+    assert!(
+        node["status"]["allocatable"]["memory"].is_string(),
+        "{node}"
+    );
+    assert_eq!(
+        node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+        t.port
+    );
     let ip = node["status"]["addresses"]
         .as_array()
         .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
         .map(|a| a["address"].clone());
-    assert_eq!(ip, Some(json!("127.0.0.1")), "the address routing to the master");
+    assert_eq!(
+        ip,
+        Some(json!("127.0.0.1")),
+        "the address routing to the master"
+    );
     let cidr = node["spec"]["podCIDR"].as_str().unwrap_or("").to_string();
     assert!(!cidr.is_empty(), "{node}");
     assert_eq!(condition(&node, "Ready").as_deref(), Some("True"));
@@ -273,12 +286,18 @@ fn node_lease_pod_status_and_delete() {
     // the agent could not reach the master): Ready again well before the
     // 60 s status period.
     let (_, mut node) = c.master.call(Method::GET, "/api/v1/nodes/agent-test", None);
-    for cond in node["status"]["conditions"].as_array_mut().into_iter().flatten() {
+    for cond in node["status"]["conditions"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
         if cond["type"] == "Ready" {
             cond["status"] = json!("Unknown");
         }
     }
-    let (code, body) = c.master.call(Method::PUT, "/api/v1/nodes/agent-test/status", Some(&node));
+    let (code, body) = c
+        .master
+        .call(Method::PUT, "/api/v1/nodes/agent-test/status", Some(&node));
     assert_eq!(code, 200, "mark the node Unknown: {body}");
     let ready_again = corral_tests::host::wait_until(Duration::from_secs(10), || {
         let (_, n) = c.master.call(Method::GET, "/api/v1/nodes/agent-test", None);
@@ -306,7 +325,9 @@ fn node_lease_pod_status_and_delete() {
         corral_net::routes::list().is_ok_and(|r| r.contains(&want))
     });
     assert!(routed, "no route {want}:\n{}", t.agent_log());
-    let (code, body) = c.master.call(Method::DELETE, "/api/v1/nodes/ghost-52", None);
+    let (code, body) = c
+        .master
+        .call(Method::DELETE, "/api/v1/nodes/ghost-52", None);
     assert_eq!(code, 200, "delete node ghost-52: {body}");
     let unrouted = corral_tests::host::wait_until(Duration::from_secs(10), || {
         corral_net::routes::list().is_ok_and(|r| !r.iter().any(|r| r.dst == ghost_cidr))
@@ -337,11 +358,9 @@ fn node_lease_pod_status_and_delete() {
     assert_eq!(code, 401);
 
     // Deleted in the API: stopped and removed on the node.
-    let (code, body) = c.master.call(
-        Method::DELETE,
-        "/api/v1/namespaces/default/pods/web",
-        None,
-    );
+    let (code, body) = c
+        .master
+        .call(Method::DELETE, "/api/v1/namespaces/default/pods/web", None);
     assert!(code == 200 || code == 202, "delete: {code} {body}");
     t.wait_gone("web", T);
     let clean = corral_tests::host::wait_until(T, || {
@@ -376,7 +395,11 @@ fn node_lease_pod_status_and_delete() {
     assert_eq!(m["status"]["podIP"], local["status"]["podIP"]);
     t.remove_manifest("static.json");
     let gone = corral_tests::host::wait_until(T, || c.api_pod("static-web").0 == 404);
-    assert!(gone, "the mirror pod is still in the API\n{}", t.agent_log());
+    assert!(
+        gone,
+        "the mirror pod is still in the API\n{}",
+        t.agent_log()
+    );
     t.wait_gone("static-web", T);
 }
 
@@ -441,5 +464,8 @@ fn master_down_and_agent_restart() {
     let renewed = corral_tests::host::wait_until(Duration::from_secs(10), || {
         renew_micros(&c.master.call(Method::GET, lease_path, None).1) != first
     });
-    assert!(renewed, "the lease is not renewed after the master came back");
+    assert!(
+        renewed,
+        "the lease is not renewed after the master came back"
+    );
 }
