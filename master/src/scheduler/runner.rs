@@ -128,6 +128,9 @@ struct Runner {
     assumed: HashMap<String, String>,
     /// Pod uid -> the unschedulable message last written for it.
     reported: HashMap<String, String>,
+    /// Pod uids whose status write or event is in flight: not bound until it
+    /// is done, or a late write could say Unschedulable of a bound pod.
+    reporting: HashSet<String>,
     /// Pods the last pass could not place: while any, passes also run every
     /// retry_interval (which also retries a failed status write, at that pace).
     waiting: usize,
@@ -145,6 +148,7 @@ impl Runner {
             pods,
             assumed: HashMap::new(),
             reported: HashMap::new(),
+            reporting: HashSet::new(),
             waiting: 0,
             tasks: JoinSet::new(),
             binds,
@@ -164,6 +168,7 @@ impl Runner {
         let pods = self.pods.list();
         let mut pending: Vec<&Pod> = Vec::new();
         let mut unbound: HashSet<&str> = HashSet::new();
+        let mut held = 0;
         for p in pods.iter().filter(|p| p.spec.node_name.is_empty()) {
             let uid = p.metadata.uid.as_str();
             unbound.insert(uid);
@@ -171,7 +176,9 @@ impl Runner {
                 && self.is_ours(p)
                 && !p.metadata.is_being_deleted()
                 && !is_finished(p);
-            if to_place {
+            if to_place && self.reporting.contains(uid) {
+                held += 1;
+            } else if to_place {
                 pending.push(p);
             }
         }
@@ -180,7 +187,7 @@ impl Runner {
         let pending_uids: HashSet<&str> = pending.iter().map(|p| p.metadata.uid.as_str()).collect();
         self.reported
             .retain(|uid, _| pending_uids.contains(uid.as_str()));
-        self.waiting = 0;
+        self.waiting = held;
         if pending.is_empty() {
             return;
         }
@@ -241,9 +248,8 @@ impl Runner {
             return;
         }
         self.reported.insert(uid.clone(), message.clone());
-        let patch = Patch::Merge(serde_json::json!({
-            "status": {"conditions": unschedulable_conditions(pod, &message)}
-        }));
+        self.reporting.insert(uid.clone());
+        let patch = unschedulable_patch(pod, &message);
         let event = failed_scheduling_event(pod, &message, &self.cfg.instance);
         let client = self.client.clone();
         let (ns, name) = (pod.metadata.namespace.clone(), pod.metadata.name.clone());
@@ -280,12 +286,21 @@ impl Runner {
                 self.assumed.remove(&uid);
                 true
             }
-            Ok(Done::Reported { result: Ok(()), .. }) => false,
+            Ok(Done::Reported {
+                uid,
+                result: Ok(()),
+                ..
+            }) => {
+                // The pod may fit by now: it was held back while this ran.
+                self.reporting.remove(&uid);
+                true
+            }
             Ok(Done::Reported {
                 uid,
                 pod,
                 result: Err(e),
             }) => {
+                self.reporting.remove(&uid);
                 if !e.is_not_found() {
                     eprintln!(
                         "corral-master: scheduler: recording why {pod} is unschedulable: {e}"
@@ -313,31 +328,22 @@ fn condition_says(pod: &Pod, message: &str) -> bool {
     })
 }
 
-/// The pod's conditions with PodScheduled set to False/Unschedulable (a
-/// merge patch replaces the whole list, so the others are kept as they are).
-pub fn unschedulable_conditions(pod: &Pod, message: &str) -> Vec<PodCondition> {
-    let old = scheduled_condition(pod);
-    let since = old
+/// A strategic merge patch of the PodScheduled condition alone: the server
+/// merges `status.conditions` by type (Kubernetes' patchMergeKey), so what an
+/// agent or a test wrote in the other conditions is never overwritten from a
+/// stale copy. lastTransitionTime is kept while the condition stays False.
+pub fn unschedulable_patch(pod: &Pod, message: &str) -> Patch {
+    let since = scheduled_condition(pod)
         .filter(|c| c.status == ConditionStatus::False)
         .and_then(|c| c.last_transition_time)
         .unwrap_or_else(Time::now);
-    let mut conds: Vec<PodCondition> = pod
-        .status
-        .iter()
-        .flat_map(|s| s.conditions.iter())
-        .filter(|c| c.type_ != "PodScheduled")
-        .cloned()
-        .collect();
-    conds.push(PodCondition {
-        type_: "PodScheduled".into(),
-        status: ConditionStatus::False,
-        observed_generation: None,
-        last_probe_time: None,
-        last_transition_time: Some(since),
-        reason: "Unschedulable".into(),
-        message: message.to_string(),
-    });
-    conds
+    Patch::Strategic(serde_json::json!({"status": {"conditions": [{
+        "type": "PodScheduled",
+        "status": "False",
+        "lastTransitionTime": since,
+        "reason": "Unschedulable",
+        "message": message,
+    }]}}))
 }
 
 /// A Warning event on the pod, named like Kubernetes names its events.
@@ -384,43 +390,54 @@ mod tests {
     use super::*;
     use crate::scheduler::synth::pod;
 
+    fn condition(type_: &str, since: Option<Time>, message: &str) -> PodCondition {
+        PodCondition {
+            type_: type_.into(),
+            status: ConditionStatus::False,
+            observed_generation: None,
+            last_probe_time: None,
+            last_transition_time: since,
+            reason: if message.is_empty() {
+                ""
+            } else {
+                "Unschedulable"
+            }
+            .into(),
+            message: message.into(),
+        }
+    }
+
     #[test]
-    fn unschedulable_condition_keeps_the_others_and_its_first_time() {
+    fn unschedulable_patch_touches_only_pod_scheduled_and_keeps_its_first_time() {
         let mut p = pod("p");
         let earlier = Time::from_unix(1_800_000_000);
+        let old = "0/1 nodes are available: 1 Insufficient cpu.";
         p.status.get_or_insert_with(Default::default).conditions = vec![
-            PodCondition {
-                type_: "Ready".into(),
-                status: ConditionStatus::False,
-                observed_generation: None,
-                last_probe_time: None,
-                last_transition_time: None,
-                reason: String::new(),
-                message: String::new(),
-            },
-            PodCondition {
-                type_: "PodScheduled".into(),
-                status: ConditionStatus::False,
-                observed_generation: None,
-                last_probe_time: None,
-                last_transition_time: Some(earlier),
-                reason: "Unschedulable".into(),
-                message: "0/1 nodes are available: 1 Insufficient cpu.".into(),
-            },
+            condition("Ready", None, ""),
+            condition("PodScheduled", Some(earlier), old),
         ];
         let msg = "0/2 nodes are available: 2 Insufficient cpu.";
+        assert!(condition_says(&p, old));
         assert!(!condition_says(&p, msg));
-        let conds = unschedulable_conditions(&p, msg);
-        assert_eq!(conds.len(), 2);
-        assert_eq!(conds[0].type_, "Ready");
-        assert_eq!(conds[1].message, msg);
-        assert_eq!(conds[1].reason, "Unschedulable");
-        assert_eq!(conds[1].last_transition_time, Some(earlier));
-        p.status.as_mut().unwrap().conditions = conds;
-        assert!(condition_says(&p, msg));
-        // The patch body serializes lastProbeTime as null, as Kubernetes does.
-        let v = serde_json::to_value(unschedulable_conditions(&p, msg)).unwrap();
-        assert!(v[1]["lastProbeTime"].is_null());
+        let Patch::Strategic(v) = unschedulable_patch(&p, msg) else {
+            panic!("not a strategic merge patch");
+        };
+        let conds = v["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conds.len(), 1);
+        assert_eq!(conds[0]["type"], "PodScheduled");
+        assert_eq!(conds[0]["status"], "False");
+        assert_eq!(conds[0]["reason"], "Unschedulable");
+        assert_eq!(conds[0]["message"], msg);
+        assert_eq!(conds[0]["lastTransitionTime"], serde_json::json!(earlier));
+        // Scheduled before (True): the transition is now.
+        p.status.as_mut().unwrap().conditions[1].status = ConditionStatus::True;
+        let Patch::Strategic(v) = unschedulable_patch(&p, msg) else {
+            panic!("not a strategic merge patch");
+        };
+        assert_ne!(
+            v["status"]["conditions"][0]["lastTransitionTime"],
+            serde_json::json!(earlier)
+        );
     }
 
     #[test]
@@ -583,6 +600,13 @@ mod live {
             create_pod(&c, p).await;
         }
         create_pod(&c, with_requests(pod("big"), "4", "64Mi")).await;
+        // Written by someone else before the scheduler runs: must survive.
+        let mine = corral_client::Patch::Merge(serde_json::json!({"status": {"conditions": [
+            {"type": "example.com/Checked", "status": "True", "lastProbeTime": null}
+        ]}}));
+        c.patch_status::<Pod>("default", "big", &mine)
+            .await
+            .unwrap();
         let mut other = pod("other");
         other.spec.scheduler_name = "someone-else".into();
         create_pod(&c, other).await;
@@ -615,12 +639,17 @@ mod live {
             .is_some_and(|c| c.status == corral_api::core::ConditionStatus::True));
 
         let msg = "0/2 nodes are available: 2 Insufficient cpu.";
-        eventually("big's PodScheduled=False", || async {
+        let big = eventually("big's PodScheduled=False", || async {
             let p: Pod = c.get("default", "big").await.ok()?;
-            let cond = p.status?.condition("PodScheduled")?.clone();
-            (cond.reason == "Unschedulable" && cond.message == msg).then_some(())
+            let cond = p.status.as_ref()?.condition("PodScheduled")?.clone();
+            (cond.reason == "Unschedulable" && cond.message == msg).then_some(p)
         })
         .await;
+        let status = big.status.as_ref().unwrap();
+        assert!(
+            status.condition("example.com/Checked").is_some(),
+            "{status:?}"
+        );
         let events = eventually("one FailedScheduling event", || async {
             let ev = failed_events(&c, "big").await;
             (!ev.is_empty()).then_some(ev)
