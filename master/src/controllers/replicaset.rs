@@ -128,14 +128,20 @@ impl Controller {
     /// A pod change wakes its controlling ReplicaSet, or for an orphan every
     /// ReplicaSet of its namespace that selects it (which may adopt it).
     fn on_pod(&mut self, ch: Result<Change<Pod>, RecvError>) {
-        let pod = match ch {
-            Ok(Change::Applied(p) | Change::Deleted(p)) => p,
+        let (pod, deleted) = match ch {
+            Ok(Change::Applied(p)) => (p, false),
+            Ok(Change::Deleted(p)) => (p, true),
             Ok(Change::Resynced) | Err(RecvError::Lagged(_)) => return self.add_all(),
             Err(RecvError::Closed) => return,
         };
         let ns = &pod.metadata.namespace;
         match pod.metadata.controller_ref() {
-            Some(r) if r.kind == "ReplicaSet" => self.queue.add((ns.clone(), r.name.clone())),
+            Some(r) if r.kind == "ReplicaSet" => {
+                let key = (ns.clone(), r.name.clone());
+                let m = &pod.metadata;
+                self.expectations.observe(&key, &m.name, &m.uid, deleted);
+                self.queue.add(key);
+            }
             Some(_) => {}
             None => {
                 for rs in self.rss.list_ns(ns) {

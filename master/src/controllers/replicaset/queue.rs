@@ -91,6 +91,9 @@ pub struct Expectations {
 
 impl Expectations {
     pub fn expect(&mut self, key: &Key, creates: &[String], deletes: &[(String, String)]) {
+        if creates.is_empty() && deletes.is_empty() {
+            return;
+        }
         let p = self.pending.entry(key.clone()).or_insert_with(|| Pending {
             creates: BTreeSet::new(),
             deletes: BTreeSet::new(),
@@ -109,6 +112,18 @@ impl Expectations {
             }
             if let Some(d) = delete {
                 p.deletes.remove(d);
+            }
+        }
+    }
+
+    /// A watch event for pod `name` of `key`: a created pod that shows up is
+    /// observed even when it is deleted again before any sync reads the
+    /// cache (which would then never show it); a deleted one is gone.
+    pub fn observe(&mut self, key: &Key, name: &str, uid: &str, deleted: bool) {
+        if let Some(p) = self.pending.get_mut(key) {
+            p.creates.remove(name);
+            if deleted {
+                p.deletes.remove(&(name.to_string(), uid.to_string()));
             }
         }
     }
@@ -192,6 +207,13 @@ mod tests {
         assert!(e.satisfied(&key, |n| present(&cache, n)));
         e.expect(&key, &["p3".into()], &[]);
         e.lower(&key, Some("p3"), None);
+        assert!(e.satisfied(&key, |_| None));
+        // Created and deleted again before a sync: the events say it happened.
+        e.expect(&key, &["p4".into()], &[("p1".into(), "u1".into())]);
+        e.observe(&key, "p4", "u4", false);
+        e.observe(&key, "p4", "u4", true);
+        assert!(!e.satisfied(&key, |n| (n == "p1").then(|| "u1".to_string())));
+        e.observe(&key, "p1", "u1", true);
         assert!(e.satisfied(&key, |_| None));
     }
 }
