@@ -15,6 +15,7 @@ pub fn config(g: &Global) -> Result<NetworkConfig> {
         cidr,
         // One directory per bridge: networks never share a lease file.
         state_dir: g.net_state_dir.join(&g.bridge),
+        cluster_cidr: None,
     })
 }
 

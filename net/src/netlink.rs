@@ -23,12 +23,17 @@ const NLM_F_CREATE: u16 = 0x400;
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
+const RTM_SETLINK: u16 = 19;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
 
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
+const IFLA_PROTINFO: u16 = 12;
 const IFLA_LINKINFO: u16 = 18;
+const IFLA_BRPORT_MODE: u16 = 4;
+const NLA_F_NESTED: u16 = 1 << 15;
+const AF_BRIDGE: u8 = 7;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
@@ -111,6 +116,21 @@ impl Socket {
             }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Hairpin mode on bridge port `index`: a frame may leave by the port it
+    /// came in on, which a pod reaching itself through a Service needs when
+    /// br_netfilter bridges the DNATed packet back to it.
+    pub fn set_hairpin(&mut self, index: u32, name: &str) -> Result<()> {
+        let mut m = Msg::new(RTM_SETLINK, 0);
+        m.buf.extend_from_slice(&[AF_BRIDGE, 0, 0, 0]);
+        m.buf.extend_from_slice(&(index as i32).to_ne_bytes());
+        m.buf.extend_from_slice(&[0; 8]);
+        let p = m.nest(IFLA_PROTINFO | NLA_F_NESTED);
+        m.attr(IFLA_BRPORT_MODE, &[1]);
+        m.end(p);
+        self.request(m, &format!("set hairpin mode on {name}"))
+            .map(drop)
     }
 
     /// The link called `name`, or None when there is none.

@@ -27,6 +27,9 @@ pub struct NetworkConfig {
     pub cidr: Ipv4Cidr,
     /// Holds the IPAM state and its lock; one directory per network.
     pub state_dir: PathBuf,
+    /// Destinations reached without masquerade: the cluster's pod network,
+    /// so pods on other nodes see a pod's own address.
+    pub cluster_cidr: Option<Ipv4Cidr>,
 }
 
 impl Default for NetworkConfig {
@@ -36,6 +39,7 @@ impl Default for NetworkConfig {
             cidr: Ipv4Cidr::new(Ipv4Addr::new(10, 88, 0, 0), 16)
                 .unwrap_or_else(|_| unreachable!("10.88.0.0/16 is a valid network")),
             state_dir: PathBuf::from("/var/lib/corral/net"),
+            cluster_cidr: None,
         }
     }
 }
@@ -55,6 +59,7 @@ pub struct Network {
     cidr: Ipv4Cidr,
     state_dir: PathBuf,
     table: String,
+    cluster_cidr: Option<Ipv4Cidr>,
 }
 
 impl Network {
@@ -68,6 +73,7 @@ impl Network {
             bridge: cfg.bridge,
             cidr: cfg.cidr,
             state_dir: cfg.state_dir,
+            cluster_cidr: cfg.cluster_cidr,
         };
         let lock = Locked::acquire(&net.state_dir)?;
         lock.load(net.cidr)?;
@@ -80,7 +86,7 @@ impl Network {
             &format!("/proc/sys/net/ipv4/conf/{}/route_localnet", net.bridge),
             "1",
         )?;
-        let ruleset = nft::base_ruleset(&net.table, &net.bridge, net.cidr);
+        let ruleset = nft::base_ruleset(&net.table, &net.bridge, net.cidr, net.cluster_cidr);
         if !net.ruleset_in_place(&ruleset)? {
             nft::apply(&format!("set up table ip {}", net.table), &ruleset)?;
             net.remember_ruleset(&ruleset)?;
@@ -218,6 +224,11 @@ impl Network {
             }
             other => other?,
         }
+        let veth = nl.link(&lease.veth)?.ok_or_else(|| Error::Netlink {
+            op: format!("find veth {} after creating it", lease.veth),
+            errno: Errno::ENODEV,
+        })?;
+        nl.set_hairpin(veth.index, &lease.veth)?;
         let (ip, prefix, gw, brd) = (
             lease.ip,
             self.cidr.prefix(),

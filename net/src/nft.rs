@@ -34,7 +34,9 @@ pub fn table_name(bridge: &str) -> String {
 
 /// Declares the table, chains and map (no-ops when present) and rewrites the base
 /// chains' rules; owner chains and map elements are kept.
-pub fn base_ruleset(table: &str, bridge: &str, cidr: Ipv4Cidr) -> String {
+/// `cluster`: destinations that keep the pod's source address (other nodes'
+/// pods), exempt from the masquerade of traffic leaving the bridge.
+pub fn base_ruleset(table: &str, bridge: &str, cidr: Ipv4Cidr, cluster: Option<Ipv4Cidr>) -> String {
     let t = format!("ip {table}");
     let mut s = declare(&t);
     for chain in ["prerouting", "output", "postrouting", "input", "forward"] {
@@ -43,7 +45,10 @@ pub fn base_ruleset(table: &str, bridge: &str, cidr: Ipv4Cidr) -> String {
     let lookup = "fib daddr type local meta l4proto . th dport vmap @published";
     s += &format!("add rule {t} prerouting {lookup}\n");
     s += &format!("add rule {t} output {lookup}\n");
-    s += &format!("add rule {t} postrouting ip saddr {cidr} oifname != \"{bridge}\" masquerade\n");
+    let exempt = cluster.map(|c| format!("ip daddr != {c} ")).unwrap_or_default();
+    s += &format!(
+        "add rule {t} postrouting ip saddr {cidr} {exempt}oifname != \"{bridge}\" masquerade\n"
+    );
     for src in ["127.0.0.0/8".to_string(), cidr.to_string()] {
         s += &format!(
             "add rule {t} postrouting oifname \"{bridge}\" ct status dnat ip saddr {src} masquerade\n"
@@ -170,7 +175,7 @@ mod tests {
 
     #[test]
     fn base_ruleset_masquerades_and_looks_up_published_ports() {
-        let s = base_ruleset("corral-br0", "br0", "10.9.0.0/16".parse().unwrap());
+        let s = base_ruleset("corral-br0", "br0", "10.9.0.0/16".parse().unwrap(), None);
         assert!(s.starts_with("add table ip corral-br0\n"));
         for line in [
             "add chain ip corral-br0 prerouting { type nat hook prerouting priority dstnat; policy accept; }",

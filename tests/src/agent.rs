@@ -161,6 +161,7 @@ impl AgentTest {
                 .parse()
                 .unwrap_or_else(|e| panic!("test CIDR: {e}")),
             state_dir: state.join(self.bridge()),
+            cluster_cidr: None,
         }
     }
 

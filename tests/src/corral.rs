@@ -122,6 +122,7 @@ impl Corral {
                 .parse()
                 .unwrap_or_else(|e| panic!("test subnet: {e}")),
             state_dir: state.join(self.bridge()),
+            cluster_cidr: None,
         }
     }
 

@@ -46,6 +46,7 @@ impl TestNet {
                 .parse()
                 .unwrap_or_else(|e| panic!("test CIDR: {e}")),
             state_dir: state_dir.to_path_buf(),
+            cluster_cidr: None,
         }
     }
 

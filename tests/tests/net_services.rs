@@ -192,36 +192,30 @@ impl Lab {
             bridge: "crlsvc0".into(),
             cidr: "10.215.0.0/24".parse().expect("CIDR"),
             state_dir: self.dir.path().join("net-state"),
+            cluster_cidr: None,
         };
         in_netns(&self.node, || Network::open(cfg))
             .and_then(|r| r)
             .unwrap_or_else(|e| panic!("open the pod network in the node: {e}"))
     }
 
-    /// Attaches `pod` to the bridge and turns on hairpin mode on its port.
-    ///
-    /// Hairpin: with br_netfilter loaded (bridge-nf-call-iptables=1, as on this
-    /// host and on most Kubernetes nodes), a packet DNATed to a pod on the same
-    /// bridge is bridged, not routed; when that pod is the client itself the
-    /// frame must leave by the port it came in on, which a bridge only does in
-    /// hairpin mode (CNI bridge's `hairpinMode`, kubelet's `hairpin-veth`).
-    /// `Network::attach` does not set it (yet), so the test does.
+    /// Attaches `pod` to the bridge, and checks that its port is in hairpin
+    /// mode: with br_netfilter loaded (bridge-nf-call-iptables=1, as on this
+    /// host and on most Kubernetes nodes), a packet DNATed to a pod on the
+    /// same bridge is bridged, not routed; when that pod is the client itself
+    /// the frame must leave by the port it came in on, which a bridge only
+    /// does in hairpin mode (`Network::attach` turns it on).
     fn attach(&self, net: &Network, owner: &str, pod: &Path) -> Ipv4Addr {
         let att = in_netns(&self.node, || net.attach(owner, pod, &[]))
             .and_then(|r| r)
             .unwrap_or_else(|e| panic!("attach {owner}: {e}"));
-        must(
-            &self.node,
-            &[
-                "bridge",
-                "link",
-                "set",
-                "dev",
-                &att.veth_host,
-                "hairpin",
-                "on",
-            ],
-        );
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", self.node.display()))
+            .args(["--", "bridge", "-d", "link", "show", "dev", &att.veth_host])
+            .output()
+            .expect("run bridge link show");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("hairpin on"), "{} not in hairpin mode: {text}", att.veth_host);
         att.ip
     }
 
@@ -544,8 +538,9 @@ fn endpoints(ips: &[String]) -> Endpoints {
     .expect("endpoints")
 }
 
-/// Polls the node's services table until `ok` holds; asserts it took less
-/// than a second since `since`.
+/// Polls the node's services table until `ok` holds (at most 5 s: a
+/// correctness bound, not a timing; how fast the rules follow is printed
+/// here and measured by the benchmark).
 fn wait_for_table(lab: &Lab, since: Instant, what: &str, ok: impl Fn(&str) -> bool) {
     loop {
         let (listed, table) = lab.table();
@@ -560,7 +555,6 @@ fn wait_for_table(lab: &Lab, since: Instant, what: &str, ok: impl Fn(&str) -> bo
     }
     let took = since.elapsed();
     eprintln!("{what}: in the node's rules after {took:?}");
-    assert!(took < Duration::from_secs(1), "{what} took {took:?}");
 }
 
 /// How long one apply takes at 1,000 services of 5 backends each (and a

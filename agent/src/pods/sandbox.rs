@@ -34,6 +34,7 @@ pub fn open_network(cfg: &Config) -> Result<Network, SandboxError> {
         bridge: cfg.bridge.clone(),
         cidr: cfg.pod_cidr,
         state_dir: cfg.net_dir(),
+        cluster_cidr: cfg.join.as_ref().map(|j| j.cluster_cidr),
     })
     .map_err(|source| SandboxError::Network {
         bridge: cfg.bridge.clone(),
