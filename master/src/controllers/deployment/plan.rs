@@ -506,9 +506,10 @@ impl<'a> Work<'a> {
             if k == 0 && to_add != 0 {
                 size = (size + to_add - added).max(0);
             }
-            if size != self.replicas(i) {
-                self.scale(i, size);
-            }
+            // Also a set whose size stays: its annotations must say it was
+            // sized for this deployment size, or every later sync would take
+            // this for a scaling event again and never roll.
+            self.scale(i, size);
         }
     }
 
@@ -1056,6 +1057,17 @@ mod tests {
         // replicas + maxSurge, in proportion to the sizes 3:1 they had
         // for 3 + 1: 7.5 -> 8 and 2.5 -> 3 (capped by what is left).
         assert_eq!((old, new), (8, 2));
+        // And the rollout goes on from there once pods get ready.
+        sim.converge(100, 0);
+        assert_eq!(sim.images(), vec!["v2".to_string(); 9]);
+        // A scale that leaves one set's size alone still finishes.
+        set_image(&mut sim.d, "v3");
+        sim.converge(0, 8);
+        sim.d.spec.replicas = Some(10);
+        sim.d.metadata.generation += 1;
+        sim.converge(100, 0);
+        assert_eq!(sim.images(), vec!["v3".to_string(); 10]);
+        assert!(rolled_out(&sim));
     }
 
     #[test]
