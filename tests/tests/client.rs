@@ -26,10 +26,24 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test]
-async fn verbs_and_errors() {
-    let m = Master::start(&[]).expect("master");
-    let c = client(&m);
+/// The master (whose helpers hold blocking HTTP clients) lives outside the
+/// async part of a test.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+#[test]
+fn verbs_and_errors() {
+    let m = Master::start(&["--no-controllers"]).expect("master");
+    runtime().block_on(verbs_and_errors_on(&m));
+}
+
+async fn verbs_and_errors_on(m: &Master) {
+    let c = client(m);
     let created = c.create(&config_map("a", "1")).await.unwrap();
     assert!(!created.metadata.uid.is_empty());
     assert!(c.create(&config_map("a", "1")).await.unwrap_err().is_already_exists());
@@ -57,7 +71,7 @@ async fn verbs_and_errors() {
     c.delete::<ConfigMap>("default", "a", &DeleteParams::default()).await.unwrap();
     assert!(c.get::<ConfigMap>("default", "a").await.unwrap_err().is_not_found());
 
-    let wrong = Client::new(m.url("").trim_end_matches('/'), "wrong", Some(&ca(&m))).unwrap();
+    let wrong = Client::new(m.url("").trim_end_matches('/'), "wrong", Some(&ca(m))).unwrap();
     assert_eq!(wrong.list::<Pod>("", &ListParams::default()).await.unwrap_err().code(), Some(401));
 }
 
@@ -65,10 +79,14 @@ fn ca(m: &Master) -> Vec<u8> {
     std::fs::read(m.data_dir().join("pki/ca.crt")).expect("the master's CA")
 }
 
-#[tokio::test]
-async fn watch_and_bind() {
-    let m = Master::start(&[]).expect("master");
-    let c = client(&m);
+#[test]
+fn watch_and_bind() {
+    let m = Master::start(&["--no-controllers"]).expect("master");
+    runtime().block_on(watch_and_bind_on(&m));
+}
+
+async fn watch_and_bind_on(m: &Master) {
+    let c = client(m);
     let list = c.list::<Pod>("default", &ListParams::default()).await.unwrap();
     let mut w = c
         .watch::<Pod>("default", &ListParams::default(), &list.metadata.resource_version)
@@ -99,10 +117,14 @@ async fn watch_and_bind() {
     assert_eq!(on_node.items.len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reflector_follows_changes_and_master_restarts() {
-    let mut m = Master::start(&[]).expect("master");
-    let c = client(&m);
+#[test]
+fn reflector_follows_changes_and_master_restarts() {
+    let mut m = Master::start(&["--no-controllers"]).expect("master");
+    runtime().block_on(reflector_on(&mut m));
+}
+
+async fn reflector_on(m: &mut Master) {
+    let c = client(m);
     c.create(&config_map("before", "1")).await.unwrap();
     let r = Reflector::<ConfigMap>::spawn(c.clone(), "default", ListParams::default());
     let cache = r.cache();
@@ -116,7 +138,7 @@ async fn reflector_follows_changes_and_master_restarts() {
 
     // The watch breaks with the master; the reflector resumes on its own.
     tokio::task::block_in_place(|| m.restart()).expect("master restart");
-    let c = client(&m);
+    let c = client(m);
     c.create(&config_map("restarted", "1")).await.unwrap();
     eventually("a change made after the restart", || {
         cache.get("default", "restarted").is_some()

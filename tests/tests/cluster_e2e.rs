@@ -183,7 +183,7 @@ impl Cluster {
     /// through the master to the pod's agent); the bodies, one per line.
     fn fetch_from(&self, pod: &str, ip: &str, n: usize) -> Vec<String> {
         let script =
-            format!("for i in $(seq {n}); do wget -q -T 2 -O - http://{ip}/ || echo FAILED; done");
+            format!("for i in $(seq {n}); do wget -q -T 2 -O - http://{ip}:80/ || echo FAILED; done");
         self.kubectl_ok(&["exec", pod, "--", "sh", "-c", &script])
             .lines()
             .map(str::to_string)

@@ -13,8 +13,11 @@ use serde_json::{json, Value};
 const PODS: &str = "/api/v1/namespaces/default/pods";
 const DEPLOYS: &str = "/apis/apps/v1/namespaces/default/deployments";
 
+/// The API alone: controllers would act on the hand-made objects.
 fn master(extra: &[&str]) -> Master {
-    Master::start(extra).unwrap_or_else(|e| panic!("starting corral-master: {e}"))
+    let mut flags = vec!["--no-controllers"];
+    flags.extend_from_slice(extra);
+    Master::start(&flags).unwrap_or_else(|e| panic!("starting corral-master: {e}"))
 }
 
 fn pod(name: &str, labels: Value) -> Value {

@@ -171,6 +171,13 @@ impl Session {
                     break;
                 }
             }
+            // A Close without a status code reads as an error (1005) to
+            // kubectl, which then drops the exit Status: close as kubelet does.
+            let normal = axum::extract::ws::CloseFrame {
+                code: axum::extract::ws::close_code::NORMAL,
+                reason: "".into(),
+            };
+            let _ = sink.send(Message::Close(Some(normal))).await;
             let _ = sink.close().await;
         });
         let status = match self.start_and_wait(stream, &tx).await {

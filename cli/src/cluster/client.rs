@@ -23,6 +23,7 @@ pub const ACCEPT_TABLE: &str =
 
 pub const MERGE_PATCH: &str = "application/merge-patch+json";
 pub const STRATEGIC_PATCH: &str = "application/strategic-merge-patch+json";
+pub const JSON_PATCH: &str = "application/json-patch+json";
 
 pub struct Client {
     http: reqwest::blocking::Client,

@@ -7,7 +7,7 @@ use corral_api::Time;
 use serde_json::{json, Value};
 
 use super::args::RolloutVerb;
-use super::client::{Client, STRATEGIC_PATCH};
+use super::client::{Client, JSON_PATCH, STRATEGIC_PATCH};
 use super::{display_name, kind_and_names, ns_for, Error};
 
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
@@ -138,7 +138,7 @@ fn history(c: &Client, d: &Value) -> Result<Vec<(i64, Value)>, Error> {
 fn undo(c: &Client, target: &str, to: Option<i64>) -> Result<(), Error> {
     let (info, name) = deployment(target)?;
     let path = info.object_path(ns_for(info, &c.namespace), &name);
-    let mut d = c.get(&path)?;
+    let d = c.get(&path)?;
     let hist = history(c, &d)?;
     if hist.is_empty() {
         return Err(Error::msg(format!(
@@ -174,11 +174,15 @@ fn undo(c: &Client, target: &str, to: Option<i64>) -> Result<(), Error> {
         );
         return Ok(());
     }
-    // PUT with the resourceVersion just read: the whole template is
-    // replaced (a patch would merge into it), and a concurrent change
-    // fails with a conflict instead of being overwritten.
-    d["spec"]["template"] = template;
-    c.replace(&path, &d)?;
+    // A JSON patch replaces the whole template (a merge patch would merge
+    // into it); its test of the generation read makes a concurrent spec
+    // change fail instead of being overwritten, while the controllers'
+    // status writes (which keep the generation) do not get in the way.
+    let ops = json!([
+        {"op": "test", "path": "/metadata/generation", "value": d["metadata"]["generation"]},
+        {"op": "replace", "path": "/spec/template", "value": template},
+    ]);
+    c.patch(&path, JSON_PATCH, &ops)?;
     println!("{} rolled back", display_name(info, &name));
     Ok(())
 }
