@@ -422,32 +422,21 @@ fn rolling_update_keeps_availability_and_rolls_back() {
         .unwrap();
     assert_eq!(progressing["reason"], "NewReplicaSetAvailable");
 
-    // Rollback with the stock kubectl when it is there, else corral's own.
+    // Rollback with the stock kubectl (when installed), later with corral's own.
+    let kubeconfig = m.kubeconfig().to_str().unwrap().to_string();
+    let corral = corral_tests::corral::workspace_binary("corral").unwrap();
+    let corral = corral.to_str().unwrap();
+    let undo = [
+        "--kubeconfig",
+        &kubeconfig,
+        "rollout",
+        "undo",
+        "deployment/web",
+    ];
     let out = if have_kubectl() {
-        run(
-            &m,
-            "kubectl",
-            &[
-                "--kubeconfig",
-                m.kubeconfig().to_str().unwrap(),
-                "rollout",
-                "undo",
-                "deployment/web",
-            ],
-        )
+        run(&m, "kubectl", &undo)
     } else {
-        let corral = corral_tests::corral::workspace_binary("corral").unwrap();
-        run(
-            &m,
-            corral.to_str().unwrap(),
-            &[
-                "--kubeconfig",
-                m.kubeconfig().to_str().unwrap(),
-                "rollout",
-                "undo",
-                "deploy/web",
-            ],
-        )
+        run(&m, corral, &undo)
     };
     assert!(out.contains("rolled back"), "{out}");
     assert_eq!(image(&get_deploy(&m, "web")), "v1");
@@ -462,6 +451,17 @@ fn rolling_update_keeps_availability_and_rolls_back() {
         get_deploy(&m, "web")["metadata"]["annotations"][REVISION],
         "3"
     );
+
+    // `corral rollout undo` goes back to the previous revision (2, v2): its
+    // ReplicaSet comes back as revision 4.
+    let out = run(&m, corral, &undo);
+    assert!(out.contains("rolled back"), "{out}");
+    roll_until_done(&m, "web", 3, 5);
+    let (rss, pods) = owned(&m, "web");
+    assert_eq!(rss.len(), 2);
+    assert!(pods.iter().all(|p| image(p) == "v2"));
+    let v2 = rss.iter().find(|r| name(r) != name(&v1)).unwrap();
+    assert_eq!(v2["metadata"]["annotations"][REVISION], "4");
 }
 
 #[test]
