@@ -206,7 +206,7 @@ fn rolled_out(d: &Value) -> bool {
 /// at least `min_ready` pods stay ready and the ReplicaSets never ask for
 /// more than `max_total` pods between them.
 fn roll_until_done(m: &Master, d: &str, min_ready: usize, max_total: i64) {
-    wait_for(&m, &format!("deployment {d} to roll out"), || {
+    wait_for(m, &format!("deployment {d} to roll out"), || {
         let (rss, pods) = owned(m, d);
         let ready = pods.iter().filter(|p| is_ready(p)).count();
         assert!(
@@ -231,7 +231,7 @@ fn roll_until_done(m: &Master, d: &str, min_ready: usize, max_total: i64) {
 }
 
 fn wait_pods(m: &Master, d: &str, n: usize) -> (Vec<Value>, Vec<Value>) {
-    wait_for(&m, &format!("{n} pods of {d}"), || {
+    wait_for(m, &format!("{n} pods of {d}"), || {
         let (rss, pods) = owned(m, d);
         (pods.len() == n).then_some((rss, pods))
     })
