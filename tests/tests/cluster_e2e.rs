@@ -182,8 +182,10 @@ impl Cluster {
     /// Fetches `http://ip/` `n` times from inside pod `pod` (kubectl exec
     /// through the master to the pod's agent); the bodies, one per line.
     fn fetch_from(&self, pod: &str, ip: &str, n: usize) -> Vec<String> {
-        let script =
-            format!("for i in $(seq {n}); do wget -q -T 2 -O - http://{ip}:80/ || echo FAILED; done");
+        // Not `wget -T`: Debian's static busybox 1.35 segfaults with it.
+        let script = format!(
+            "for i in $(seq {n}); do timeout 3 wget -q -O - http://{ip}/ 2>&1 || echo FAILED; done"
+        );
         self.kubectl_ok(&["exec", pod, "--", "sh", "-c", &script])
             .lines()
             .map(str::to_string)
