@@ -267,6 +267,23 @@ fn deployment_creates_scales_and_replaces_pods() {
         (d["status"]["replicas"] == 3 && d["status"]["observedGeneration"] == 1).then_some(d)
     });
     assert_eq!(d["metadata"]["annotations"][REVISION], "1");
+    // Events as `kubectl describe` shows them.
+    let rs_name = name(rs);
+    wait_for(&m, "the controllers' events", || {
+        let evs = items(&m, "/api/v1/namespaces/default/events");
+        let has = |kind: &str, obj: &str, reason: &str, msg: &str| {
+            evs.iter().any(|e| {
+                e["involvedObject"]["kind"] == kind
+                    && e["involvedObject"]["name"] == obj
+                    && e["reason"] == reason
+                    && e["message"].as_str().is_some_and(|m| m.starts_with(msg))
+            })
+        };
+        let scaled = format!("Scaled up replica set {rs_name} from 0 to 3");
+        (has("Deployment", "web", "ScalingReplicaSet", &scaled)
+            && has("ReplicaSet", &rs_name, "SuccessfulCreate", "Created pod: "))
+        .then_some(())
+    });
 
     for n in [5, 1] {
         patch(

@@ -25,11 +25,12 @@ use corral_client::{Cache, Change, Client, DeleteParams, ListParams, Reflector};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 
-use super::replicaset::pods;
 use super::replicaset::queue::{Key, Queue};
+use super::replicaset::{events, pods};
 use super::ControllerConfig;
 
 const RESYNC: Duration = Duration::from_secs(30);
+const COMPONENT: &str = "deployment-controller";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -228,8 +229,12 @@ impl Controller {
         let pod_refs: Vec<&Pod> = pods.iter().map(Arc::as_ref).collect();
         let p = plan::plan(&d, &rs_refs, &pod_refs, Time::now());
         for rs in &p.update {
+            let before = rss
+                .iter()
+                .find(|r| r.metadata.name == rs.metadata.name)
+                .map_or(0, |r| r.replicas());
             match self.client.update(rs).await {
-                Ok(_) => {}
+                Ok(_) => self.scaled(&d, &rs.metadata.name, before, rs.replicas()),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(api_err("updating replicaset", ns, &rs.metadata.name)(e)),
             }
@@ -238,6 +243,7 @@ impl Controller {
             if let Err(e) = self.client.create(rs).await {
                 return self.create_failed(&d, rs, e).await;
             }
+            self.scaled(&d, &rs.metadata.name, 0, rs.replicas());
         }
         for (rs, uid) in &p.delete {
             let params = DeleteParams {
@@ -269,6 +275,17 @@ impl Controller {
         }
         Ok(p.requeue_after
             .map(|s| Duration::from_secs(s.unsigned_abs())))
+    }
+
+    /// Kubernetes' ScalingReplicaSet event, when the size changed.
+    fn scaled(&self, d: &Deployment, rs: &str, from: i32, to: i32) {
+        if from == to {
+            return;
+        }
+        let way = if to > from { "up" } else { "down" };
+        let msg = format!("Scaled {way} replica set {rs} from {from} to {to}");
+        let ev = events::event(d, COMPONENT, "Normal", "ScalingReplicaSet", msg);
+        events::record(&self.client, ev);
     }
 
     /// The new ReplicaSet's name is taken. When it is ours with the same

@@ -9,6 +9,7 @@
 //! seen in the cache), which a restart may lose: the first sync after it
 //! works from a fresh list instead.
 
+pub mod events;
 pub mod plan;
 pub mod pods;
 pub mod queue;
@@ -25,6 +26,8 @@ use tokio::task::JoinSet;
 
 use super::ControllerConfig;
 use queue::{Expectations, Key, Queue};
+
+const COMPONENT: &str = "replicaset-controller";
 
 /// Every ReplicaSet is synced at least this often, whatever the watch says.
 const RESYNC: Duration = Duration::from_secs(30);
@@ -225,7 +228,7 @@ impl Controller {
         if let Err(e) = self.create_pods(key, &rs, p.create).await {
             first_err.get_or_insert(e);
         }
-        if let Err(e) = self.delete_pods(key, &p.delete).await {
+        if let Err(e) = self.delete_pods(key, &rs, &p.delete).await {
             first_err.get_or_insert(e);
         }
         if rs.status.as_ref() != Some(&p.status) {
@@ -295,9 +298,21 @@ impl Controller {
             let mut failed = None;
             while let Some(joined) = set.join_next().await {
                 let Ok((name, res)) = joined else { continue };
-                if let Err(e) = res {
-                    self.expectations.lower(key, Some(&name), None);
-                    failed.get_or_insert(api_err("creating pod", &key.0, &name)(e));
+                match res {
+                    Ok(_) => {
+                        let msg = format!("Created pod: {name}");
+                        let ev = events::event(rs, COMPONENT, "Normal", "SuccessfulCreate", msg);
+                        events::record(&self.client, ev);
+                    }
+                    Err(e) => {
+                        self.expectations.lower(key, Some(&name), None);
+                        if !e.is_already_exists() {
+                            let msg = format!("Error creating: {e}");
+                            let ev = events::event(rs, COMPONENT, "Warning", "FailedCreate", msg);
+                            events::record(&self.client, ev);
+                        }
+                        failed.get_or_insert(api_err("creating pod", &key.0, &name)(e));
+                    }
                 }
             }
             if let Some(e) = failed {
@@ -314,6 +329,7 @@ impl Controller {
     async fn delete_pods(
         &mut self,
         key: &Key,
+        rs: &ReplicaSet,
         victims: &[(String, String)],
     ) -> Result<(), SyncError> {
         self.expectations.expect(key, &[], victims);
@@ -334,7 +350,11 @@ impl Controller {
         while let Some(joined) = set.join_next().await {
             let Ok((victim, res)) = joined else { continue };
             match res {
-                Ok(()) => {}
+                Ok(()) => {
+                    let msg = format!("Deleted pod: {}", victim.0);
+                    let ev = events::event(rs, COMPONENT, "Normal", "SuccessfulDelete", msg);
+                    events::record(&self.client, ev);
+                }
                 // Already gone: nothing to wait for. (A conflict, a new pod
                 // under that name or a write racing the delete, is retried
                 // from a fresh cache like any other failure.)
