@@ -125,7 +125,12 @@ impl Client {
             .await
     }
 
-    pub async fn patch<T: Resource>(&self, ns: &str, name: &str, patch: &Patch) -> Result<T, Error> {
+    pub async fn patch<T: Resource>(
+        &self,
+        ns: &str,
+        name: &str,
+        patch: &Patch,
+    ) -> Result<T, Error> {
         self.send_patch(path::<T>(ns, Some(name), None), patch)
             .await
     }
@@ -183,7 +188,9 @@ impl Client {
         q.push(("allowWatchBookmarks", "true".into()));
         q.push(("resourceVersion", resource_version.to_string()));
         let what = format!("watching {path}");
-        let resp = self.send(self.request(Method::GET, &path).query(&q), &what).await?;
+        let resp = self
+            .send(self.request(Method::GET, &path).query(&q), &what)
+            .await?;
         Ok(WatchStream::new(resp, what))
     }
 
@@ -202,7 +209,11 @@ impl Client {
             .bearer_auth(&self.inner.token)
     }
 
-    async fn send_patch<T: DeserializeOwned>(&self, path: String, patch: &Patch) -> Result<T, Error> {
+    async fn send_patch<T: DeserializeOwned>(
+        &self,
+        path: String,
+        patch: &Patch,
+    ) -> Result<T, Error> {
         let r = self
             .request(Method::PATCH, &path)
             .header("Content-Type", patch.content_type())
@@ -238,7 +249,11 @@ impl Client {
             .ok()
             .filter(|s| s.code != 0)
             .unwrap_or_else(|| {
-                Status::failure(code.into(), "", text.trim().chars().take(200).collect::<String>())
+                Status::failure(
+                    code.into(),
+                    "",
+                    text.trim().chars().take(200).collect::<String>(),
+                )
             });
         Err(Error::Api(Box::new(status)))
     }
@@ -289,13 +304,19 @@ mod tests {
 
     #[test]
     fn paths_follow_kubernetes_layout() {
-        assert_eq!(path::<Pod>("default", None, None), "/api/v1/namespaces/default/pods");
+        assert_eq!(
+            path::<Pod>("default", None, None),
+            "/api/v1/namespaces/default/pods"
+        );
         assert_eq!(path::<Pod>("", None, None), "/api/v1/pods");
         assert_eq!(
             path::<Pod>("a", Some("p"), Some("status")),
             "/api/v1/namespaces/a/pods/p/status"
         );
-        assert_eq!(path::<Node>("ignored", Some("n1"), None), "/api/v1/nodes/n1");
+        assert_eq!(
+            path::<Node>("ignored", Some("n1"), None),
+            "/api/v1/nodes/n1"
+        );
         assert_eq!(
             path::<Deployment>("default", Some("web"), Some("scale")),
             "/apis/apps/v1/namespaces/default/deployments/web/scale"

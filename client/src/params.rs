@@ -122,6 +122,9 @@ mod tests {
         assert_eq!(b["propagationPolicy"], "Foreground");
         assert_eq!(b["gracePeriodSeconds"], 0);
         assert_eq!(b["preconditions"]["uid"], "u1");
-        assert!(DeleteParams::default().body().get("propagationPolicy").is_none());
+        assert!(DeleteParams::default()
+            .body()
+            .get("propagationPolicy")
+            .is_none());
     }
 }

@@ -16,7 +16,9 @@ pub enum WatchEvent<T> {
     Modified(T),
     Deleted(T),
     /// Nothing changed up to this resourceVersion (resume from it).
-    Bookmark { resource_version: String },
+    Bookmark {
+        resource_version: String,
+    },
 }
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;

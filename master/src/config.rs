@@ -49,7 +49,11 @@ pub struct Config {
     pub compact_keep: u64,
 
     /// Pod addresses of the whole cluster; each node gets a slice of it.
-    #[arg(long, env = "CORRAL_MASTER_CLUSTER_CIDR", default_value = "10.244.0.0/16")]
+    #[arg(
+        long,
+        env = "CORRAL_MASTER_CLUSTER_CIDR",
+        default_value = "10.244.0.0/16"
+    )]
     pub cluster_cidr: String,
 
     /// Prefix length of each node's slice of `--cluster-cidr`.
@@ -116,7 +120,10 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let bad = || format!("{s:?} is not a port range FIRST-LAST");
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
     if a == 0 || a > b {
         return Err(bad());
     }
@@ -197,7 +204,9 @@ mod tests {
         assert_eq!(c.node_monitor_grace_period, Duration::from_millis(1500));
         assert_eq!(c.service_node_port_range, (31000, 31010));
         assert_eq!(c.pod_eviction_timeout, Duration::from_secs(300));
-        assert!(Config::try_parse_from(["corral-master", "--service-node-port-range", "9-3"]).is_err());
+        assert!(
+            Config::try_parse_from(["corral-master", "--service-node-port-range", "9-3"]).is_err()
+        );
         assert!(Config::try_parse_from(["corral-master", "--pod-eviction-timeout", "x"]).is_err());
     }
 }

@@ -113,7 +113,10 @@ fn spawn_controllers(config: &Config, ca_pem: &str, token: &str) -> anyhow::Resu
     let url = format!("https://{}", loopback(config.listen));
     let client = corral_client::Client::new(&url, token, Some(ca_pem.as_bytes()))
         .context("building the controllers' API client")?;
-    tokio::spawn(scheduler::run(client.clone(), scheduler::SchedulerConfig::default()));
+    tokio::spawn(scheduler::run(
+        client.clone(),
+        scheduler::SchedulerConfig::default(),
+    ));
     controllers::spawn_all(client, config.controllers());
     Ok(())
 }

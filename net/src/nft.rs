@@ -36,7 +36,12 @@ pub fn table_name(bridge: &str) -> String {
 /// chains' rules; owner chains and map elements are kept.
 /// `cluster`: destinations that keep the pod's source address (other nodes'
 /// pods), exempt from the masquerade of traffic leaving the bridge.
-pub fn base_ruleset(table: &str, bridge: &str, cidr: Ipv4Cidr, cluster: Option<Ipv4Cidr>) -> String {
+pub fn base_ruleset(
+    table: &str,
+    bridge: &str,
+    cidr: Ipv4Cidr,
+    cluster: Option<Ipv4Cidr>,
+) -> String {
     let t = format!("ip {table}");
     let mut s = declare(&t);
     for chain in ["prerouting", "output", "postrouting", "input", "forward"] {
@@ -45,7 +50,9 @@ pub fn base_ruleset(table: &str, bridge: &str, cidr: Ipv4Cidr, cluster: Option<I
     let lookup = "fib daddr type local meta l4proto . th dport vmap @published";
     s += &format!("add rule {t} prerouting {lookup}\n");
     s += &format!("add rule {t} output {lookup}\n");
-    let exempt = cluster.map(|c| format!("ip daddr != {c} ")).unwrap_or_default();
+    let exempt = cluster
+        .map(|c| format!("ip daddr != {c} "))
+        .unwrap_or_default();
     s += &format!(
         "add rule {t} postrouting ip saddr {cidr} {exempt}oifname != \"{bridge}\" masquerade\n"
     );

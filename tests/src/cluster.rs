@@ -189,14 +189,32 @@ impl ClusterHarness {
         let (sw, port) = (self.sw(), format!("ce{}h{i}p", self.tag));
         ip(&["netns", "add", &netns])?;
         ip(&["-n", &netns, "link", "set", "lo", "up"])?;
-        ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &netns])?;
+        ip(&[
+            "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+        ])?;
         ip(&["link", "set", &port, "netns", &sw])?;
         ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
-        ip(&["-n", &netns, "addr", "add", &format!("{hostip}/24"), "dev", "eth0"])?;
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{hostip}/24"),
+            "dev",
+            "eth0",
+        ])?;
         ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
         // Pod traffic leaves a host by its default route (pod CIDRs of the
         // other hosts get their own routes from the agent).
-        ip(&["-n", &netns, "route", "add", "default", "via", &self.master_ip().to_string()])?;
+        ip(&[
+            "-n",
+            &netns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &self.master_ip().to_string(),
+        ])?;
         let dir = self.path(&format!("host{i}"));
         for d in ["manifests", "data", "images", "runtime"] {
             fs::create_dir_all(dir.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;

@@ -46,11 +46,19 @@ async fn verbs_and_errors_on(m: &Master) {
     let c = client(m);
     let created = c.create(&config_map("a", "1")).await.unwrap();
     assert!(!created.metadata.uid.is_empty());
-    assert!(c.create(&config_map("a", "1")).await.unwrap_err().is_already_exists());
+    assert!(c
+        .create(&config_map("a", "1"))
+        .await
+        .unwrap_err()
+        .is_already_exists());
 
     let got: ConfigMap = c.get("default", "a").await.unwrap();
     assert_eq!(got.data["k"], "1");
-    assert!(c.get_opt::<ConfigMap>("default", "nope").await.unwrap().is_none());
+    assert!(c
+        .get_opt::<ConfigMap>("default", "nope")
+        .await
+        .unwrap()
+        .is_none());
 
     let mut updated = got.clone();
     updated.data.insert("k".into(), "2".into());
@@ -59,20 +67,46 @@ async fn verbs_and_errors_on(m: &Master) {
     assert!(c.update(&got).await.unwrap_err().is_conflict());
 
     let patched: ConfigMap = c
-        .patch("default", "a", &Patch::Merge(serde_json::json!({"data": {"k": "3"}})))
+        .patch(
+            "default",
+            "a",
+            &Patch::Merge(serde_json::json!({"data": {"k": "3"}})),
+        )
         .await
         .unwrap();
     assert_eq!(patched.data["k"], "3");
-    assert_ne!(patched.metadata.resource_version, updated.metadata.resource_version);
+    assert_ne!(
+        patched.metadata.resource_version,
+        updated.metadata.resource_version
+    );
 
-    let list = c.list::<ConfigMap>("default", &ListParams::default()).await.unwrap();
-    assert!(list.items.iter().any(|i| i.metadata.name == "a" && i.kind == "ConfigMap"));
+    let list = c
+        .list::<ConfigMap>("default", &ListParams::default())
+        .await
+        .unwrap();
+    assert!(list
+        .items
+        .iter()
+        .any(|i| i.metadata.name == "a" && i.kind == "ConfigMap"));
 
-    c.delete::<ConfigMap>("default", "a", &DeleteParams::default()).await.unwrap();
-    assert!(c.get::<ConfigMap>("default", "a").await.unwrap_err().is_not_found());
+    c.delete::<ConfigMap>("default", "a", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(c
+        .get::<ConfigMap>("default", "a")
+        .await
+        .unwrap_err()
+        .is_not_found());
 
     let wrong = Client::new(m.url("").trim_end_matches('/'), "wrong", Some(&ca(m))).unwrap();
-    assert_eq!(wrong.list::<Pod>("", &ListParams::default()).await.unwrap_err().code(), Some(401));
+    assert_eq!(
+        wrong
+            .list::<Pod>("", &ListParams::default())
+            .await
+            .unwrap_err()
+            .code(),
+        Some(401)
+    );
 }
 
 fn ca(m: &Master) -> Vec<u8> {
@@ -87,9 +121,16 @@ fn watch_and_bind() {
 
 async fn watch_and_bind_on(m: &Master) {
     let c = client(m);
-    let list = c.list::<Pod>("default", &ListParams::default()).await.unwrap();
+    let list = c
+        .list::<Pod>("default", &ListParams::default())
+        .await
+        .unwrap();
     let mut w = c
-        .watch::<Pod>("default", &ListParams::default(), &list.metadata.resource_version)
+        .watch::<Pod>(
+            "default",
+            &ListParams::default(),
+            &list.metadata.resource_version,
+        )
         .await
         .unwrap();
     let mut pod = Pod::named("default", "p");
@@ -128,13 +169,23 @@ async fn reflector_on(m: &mut Master) {
     c.create(&config_map("before", "1")).await.unwrap();
     let r = Reflector::<ConfigMap>::spawn(c.clone(), "default", ListParams::default());
     let cache = r.cache();
-    tokio::time::timeout(Duration::from_secs(10), cache.ready()).await.expect("first list");
+    tokio::time::timeout(Duration::from_secs(10), cache.ready())
+        .await
+        .expect("first list");
     assert!(cache.get("default", "before").is_some());
 
     c.create(&config_map("after", "1")).await.unwrap();
-    eventually("the new object in the cache", || cache.get("default", "after").is_some()).await;
-    c.delete::<ConfigMap>("default", "before", &DeleteParams::default()).await.unwrap();
-    eventually("the deletion in the cache", || cache.get("default", "before").is_none()).await;
+    eventually("the new object in the cache", || {
+        cache.get("default", "after").is_some()
+    })
+    .await;
+    c.delete::<ConfigMap>("default", "before", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the deletion in the cache", || {
+        cache.get("default", "before").is_none()
+    })
+    .await;
 
     // The watch breaks with the master; the reflector resumes on its own.
     tokio::task::block_in_place(|| m.restart()).expect("master restart");

@@ -14,7 +14,8 @@ use corral_tests::cluster::ClusterHarness;
 use corral_tests::skip;
 use serde_json::{json, Value};
 
-const WEB_SCRIPT: &str = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
+const WEB_SCRIPT: &str =
+    "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
 
 fn deployment(name: &str, replicas: u32, image: &str) -> Value {
     json!({
@@ -101,10 +102,17 @@ impl Cluster {
             client: None,
         };
         c.reconnect();
-        c.wait("every node Ready with a pod CIDR", Duration::from_secs(60), |c| {
-            let nodes = c.nodes();
-            nodes.len() == hosts && nodes.iter().all(|n| is_ready(n) && !n.spec.pod_cidr.is_empty())
-        });
+        c.wait(
+            "every node Ready with a pod CIDR",
+            Duration::from_secs(60),
+            |c| {
+                let nodes = c.nodes();
+                nodes.len() == hosts
+                    && nodes
+                        .iter()
+                        .all(|n| is_ready(n) && !n.spec.pod_cidr.is_empty())
+            },
+        );
         Ok(c)
     }
 
@@ -151,8 +159,14 @@ impl Cluster {
 
     fn cluster_ip(&self, svc: &str) -> String {
         let c = self.client();
-        let s: Service = self.rt.block_on(c.get("default", svc)).expect("get service");
-        assert!(!s.spec.cluster_ip.is_empty(), "service {svc} got no clusterIP");
+        let s: Service = self
+            .rt
+            .block_on(c.get("default", svc))
+            .expect("get service");
+        assert!(
+            !s.spec.cluster_ip.is_empty(),
+            "service {svc} got no clusterIP"
+        );
         s.spec.cluster_ip
     }
 
@@ -163,7 +177,9 @@ impl Cluster {
             let path = dir.path().join(format!("{i}.json"));
             std::fs::write(&path, doc.to_string()).expect("write manifest");
         }
-        let out = self.h.kubectl(&["apply", "-f", &dir.path().to_string_lossy()]);
+        let out = self
+            .h
+            .kubectl(&["apply", "-f", &dir.path().to_string_lossy()]);
         assert!(out.status.success(), "kubectl apply: {}", text(&out.stderr));
     }
 
@@ -280,7 +296,12 @@ fn deployment_spread_service_scale_and_rollout() {
     ]);
     let pods = c.wait_ready("web", 6, Duration::from_secs(120));
     let spread: Vec<usize> = per_node(&pods).into_values().collect();
-    assert_eq!(spread, vec![2, 2, 2], "replicas per node: {:?}", per_node(&pods));
+    assert_eq!(
+        spread,
+        vec![2, 2, 2],
+        "replicas per node: {:?}",
+        per_node(&pods)
+    );
 
     c.wait("6 ready endpoints", Duration::from_secs(30), |c| {
         c.ready_addresses("web") == 6
@@ -289,21 +310,32 @@ fn deployment_spread_service_scale_and_rollout() {
     for host in ["host1", "host2", "host3"] {
         let client = format!("client-{host}");
         c.wait(&format!("{client} running"), Duration::from_secs(60), |c| {
-            c.pods("").iter().any(|p| p.metadata.name == client && pod_ready(p))
+            c.pods("")
+                .iter()
+                .any(|p| p.metadata.name == client && pod_ready(p))
         });
         let bodies = c.fetch_from(&client, &ip, 60);
         assert_eq!(bodies.len(), 60, "{bodies:?}");
         let answered: BTreeSet<String> = bodies.iter().cloned().collect();
-        assert!(!answered.contains("FAILED"), "failed requests from {host}: {bodies:?}");
+        assert!(
+            !answered.contains("FAILED"),
+            "failed requests from {host}: {bodies:?}"
+        );
         assert_eq!(answered, names(&pods), "backends reached from {host}");
     }
 
     c.kubectl_ok(&["scale", "deployment/web", "--replicas=12"]);
     let pods = c.wait_ready("web", 12, Duration::from_secs(120));
-    assert!(per_node(&pods).values().all(|&n| n == 4), "{:?}", per_node(&pods));
+    assert!(
+        per_node(&pods).values().all(|&n| n == 4),
+        "{:?}",
+        per_node(&pods)
+    );
     c.kubectl_ok(&["scale", "deployment/web", "--replicas=3"]);
     c.wait_ready("web", 3, Duration::from_secs(60));
-    c.wait("3 endpoints", Duration::from_secs(30), |c| c.ready_addresses("web") == 3);
+    c.wait("3 endpoints", Duration::from_secs(30), |c| {
+        c.ready_addresses("web") == 3
+    });
 
     // Rolling update: the Service keeps a ready endpoint at every sample.
     let stop = Arc::new(AtomicBool::new(false));
@@ -331,7 +363,11 @@ fn deployment_spread_service_scale_and_rollout() {
     );
     let pods = c.wait_ready("web", 3, Duration::from_secs(60));
     for p in &pods {
-        assert_eq!(p.spec.containers[0].image, "localhost/busybox:v2", "{}", p.metadata.name);
+        assert_eq!(
+            p.spec.containers[0].image, "localhost/busybox:v2",
+            "{}",
+            p.metadata.name
+        );
     }
 
     // A pod that fits nowhere stays Pending with the scheduler's reason.
@@ -344,19 +380,23 @@ fn deployment_spread_service_scale_and_rollout() {
             "resources": {"requests": {"cpu": "1000"}}
         }]}
     })]);
-    c.wait("huge to be reported unschedulable", Duration::from_secs(30), |c| {
-        c.pods("").iter().any(|p| {
-            p.metadata.name == "huge"
-                && p.spec.node_name.is_empty()
-                && p.status.as_ref().is_some_and(|s| {
-                    s.conditions.iter().any(|cond| {
-                        cond.type_ == "PodScheduled"
-                            && cond.reason == "Unschedulable"
-                            && cond.message.contains("Insufficient cpu")
+    c.wait(
+        "huge to be reported unschedulable",
+        Duration::from_secs(30),
+        |c| {
+            c.pods("").iter().any(|p| {
+                p.metadata.name == "huge"
+                    && p.spec.node_name.is_empty()
+                    && p.status.as_ref().is_some_and(|s| {
+                        s.conditions.iter().any(|cond| {
+                            cond.type_ == "PodScheduled"
+                                && cond.reason == "Unschedulable"
+                                && cond.message.contains("Insufficient cpu")
+                        })
                     })
-                })
-        })
-    });
+            })
+        },
+    );
 }
 
 #[test]
@@ -393,7 +433,9 @@ fn host_failure_and_return() {
     c.h.kill_agent(2);
     c.h.cut_host(2).expect("cut host3");
     c.wait("host3 NotReady", Duration::from_secs(30), |c| {
-        c.nodes().iter().any(|n| n.metadata.name == "host3" && !is_ready(n))
+        c.nodes()
+            .iter()
+            .any(|n| n.metadata.name == "host3" && !is_ready(n))
     });
     c.wait(
         "6 ready replicas on host1 and host2",
@@ -422,16 +464,24 @@ fn host_failure_and_return() {
     c.h.plug_host(2).expect("plug host3");
     c.h.start_agent(2);
     c.wait("host3 Ready again", Duration::from_secs(60), |c| {
-        c.nodes().iter().any(|n| n.metadata.name == "host3" && is_ready(n))
+        c.nodes()
+            .iter()
+            .any(|n| n.metadata.name == "host3" && is_ready(n))
     });
-    c.wait("the evicted pods gone from the API", Duration::from_secs(60), |c| {
-        let all = names(&c.pods("app=web"));
-        on_host3.iter().all(|n| !all.contains(n))
-    });
+    c.wait(
+        "the evicted pods gone from the API",
+        Duration::from_secs(60),
+        |c| {
+            let all = names(&c.pods("app=web"));
+            on_host3.iter().all(|n| !all.contains(n))
+        },
+    );
     let host3 = &c.h.hosts[2];
-    c.wait("host3's old containers stopped", Duration::from_secs(60), |_| {
-        running_pod_names(host3).is_disjoint(&on_host3)
-    });
+    c.wait(
+        "host3's old containers stopped",
+        Duration::from_secs(60),
+        |_| running_pod_names(host3).is_disjoint(&on_host3),
+    );
     let after = c.wait_ready("web", 6, Duration::from_secs(30));
     assert_eq!(names(&after).len(), 6);
 }
@@ -465,7 +515,10 @@ fn master_restart_mid_way() {
         Ok(c) => c,
         Err(e) => skip!("{e}"),
     };
-    c.apply(&[deployment("web", 4, "localhost/busybox:latest"), service("web")]);
+    c.apply(&[
+        deployment("web", 4, "localhost/busybox:latest"),
+        service("web"),
+    ]);
     // Killed while the controllers and agents are still at work.
     std::thread::sleep(Duration::from_millis(300));
     c.h.kill_master();
@@ -474,12 +527,23 @@ fn master_restart_mid_way() {
     c.reconnect();
     let pods = c.wait_ready("web", 4, Duration::from_secs(120));
     let uids: BTreeSet<String> = pods.iter().map(|p| p.metadata.uid.clone()).collect();
-    c.wait("4 endpoints", Duration::from_secs(30), |c| c.ready_addresses("web") == 4);
+    c.wait("4 endpoints", Duration::from_secs(30), |c| {
+        c.ready_addresses("web") == 4
+    });
     // Once converged it stays: no extra ReplicaSet, no pod replaced.
     let rs = c.kubectl_ok(&["get", "replicasets", "-o", "name"]);
     assert_eq!(rs.lines().count(), 1, "replicasets: {rs}");
     std::thread::sleep(Duration::from_secs(3));
-    let again: BTreeSet<String> = c.live_pods("web").iter().map(|p| p.metadata.uid.clone()).collect();
+    let again: BTreeSet<String> = c
+        .live_pods("web")
+        .iter()
+        .map(|p| p.metadata.uid.clone())
+        .collect();
     assert_eq!(again, uids, "pods changed after convergence");
-    assert_eq!(c.pods("app=web").len(), 4, "pods: {:?}", names(&c.pods("app=web")));
+    assert_eq!(
+        c.pods("app=web").len(),
+        4,
+        "pods: {:?}",
+        names(&c.pods("app=web"))
+    );
 }

@@ -310,7 +310,10 @@ mod tests {
         let mut out = Vec::new();
         report().print_table(&mut out).unwrap();
         let t = String::from_utf8(out).unwrap();
-        assert!(t.contains("MISSING") && t.contains("missing runc: not found"), "{t}");
+        assert!(
+            t.contains("MISSING") && t.contains("missing runc: not found"),
+            "{t}"
+        );
         assert!(t.contains("failures of crun run: boom"), "{t}");
         assert!(t.contains("host: kernel"), "{t}");
     }

@@ -11,8 +11,8 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::args::ClusterGlobal;
-use corral_client::kubeconfig::{self, Kubeconfig};
 use super::Error;
+use corral_client::kubeconfig::{self, Kubeconfig};
 
 /// A single request may take this long; watches are unbounded.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -128,13 +128,6 @@ impl Client {
         self.send(
             self.request(Method::POST, path).json(body),
             &format!("POST {path}"),
-        )
-    }
-
-    pub fn replace(&self, path: &str, body: &Value) -> Result<Value, Error> {
-        self.send(
-            self.request(Method::PUT, path).json(body),
-            &format!("PUT {path}"),
         )
     }
 

@@ -1,9 +1,9 @@
 //! `corral config view [--raw]`, `use-context NAME`, `current-context`.
 
 use super::args::{ClusterGlobal, ConfigVerb};
-use corral_client::kubeconfig::{locate, Kubeconfig};
 use super::output::io;
 use super::Error;
+use corral_client::kubeconfig::{locate, Kubeconfig};
 
 pub fn run(g: &ClusterGlobal, v: &ConfigVerb) -> Result<(), Error> {
     let path = locate(g.kubeconfig.as_deref())?;
