@@ -120,6 +120,10 @@ impl Api {
             }
             return self.proxy(&ns, &name, kind, req).await;
         }
+        if let Some((node, sub)) = proxy::match_node_proxy(&path) {
+            let admin = identity == Some(crate::auth::Identity::Admin);
+            return self.proxy_node(&node, &sub, admin, req).await;
+        }
         let too_large = || {
             status(&Status::request_entity_too_large(format!(
                 "the request body is larger than {} bytes",

@@ -12,6 +12,9 @@
 //!   101 the client gets that answer and the two upgraded connections are
 //!   spliced byte for byte (the channel protocol passes through unread).
 //!   SPDY, which older kubectl speaks, is refused with a 400 that says so.
+//! - `nodes/{name}/proxy/stats/summary`: the agent's `/stats/summary`
+//!   (kubelet's summary API, what `corral top` reads), admin only; other
+//!   node proxy paths are not offered.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -62,6 +65,20 @@ pub fn match_path(path: &str) -> Option<(String, String, Kind)> {
         }
         _ => None,
     }
+}
+
+/// The only node proxy path offered: what `top` needs.
+const NODE_STATS: &str = "stats/summary";
+
+/// `(node, path after proxy/)` of `/api/v1/nodes/{name}/proxy/{path}`.
+pub fn match_node_proxy(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/api/v1/nodes/")?;
+    let (node, sub) = rest.split_once('/')?;
+    let sub = sub.strip_prefix("proxy")?;
+    if node.is_empty() || !(sub.is_empty() || sub.starts_with('/')) {
+        return None;
+    }
+    Some((node.to_string(), sub.trim_start_matches('/').to_string()))
 }
 
 /// How the client asks to upgrade the connection.
@@ -272,6 +289,58 @@ impl Api {
         }
     }
 
+    /// Answers `nodes/{node}/proxy/{sub}` (already authenticated).
+    pub async fn proxy_node(
+        &self,
+        node: &str,
+        sub: &str,
+        admin: bool,
+        req: hyper::Request<Incoming>,
+    ) -> Resp {
+        match self.proxy_node_inner(node, sub, admin, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn proxy_node_inner(
+        &self,
+        node: &str,
+        sub: &str,
+        admin: bool,
+        req: hyper::Request<Incoming>,
+    ) -> ApiResult<Resp> {
+        // Agents may not read each other's stats through the master.
+        if !admin {
+            let why = "only the admin may use the node proxy";
+            return Err(Status::forbidden("", "nodes", node, why).into());
+        }
+        if req.method() != Method::GET {
+            let verb = req.method().as_str().to_ascii_lowercase();
+            return Err(Status::method_not_supported("", "nodes/proxy", &verb).into());
+        }
+        if sub != NODE_STATS {
+            return Err(Status::failure(
+                404,
+                corral_api::meta::reasons::NOT_FOUND,
+                format!("the node proxy offers only {NODE_STATS}, not {sub:?}"),
+            )
+            .into());
+        }
+        let nodes = resource::by_plural("", "nodes")
+            .ok_or_else(|| Status::internal_error("no nodes kind"))?;
+        let stored = self.get_stored(nodes, "", node).await?;
+        let n: Node = serde_json::from_value(stored.value)
+            .map_err(|e| Status::internal_error(format!("stored node {node}: {e}")))?;
+        let url = format!("{}/{NODE_STATS}", agent_base(&n)?);
+        let token = self.agent_token.clone().ok_or_else(|| {
+            ApiError::from(Status::service_unavailable(
+                "this master has no token for its agents: the node proxy is not available",
+            ))
+        })?;
+        proxy_log(&url, &token).await
+    }
+
     async fn agent_url_for(
         &self,
         ns: &str,
@@ -312,6 +381,7 @@ fn dial_error(url: &str, e: impl std::fmt::Display) -> ApiError {
     Status::internal_error(format!("error dialing backend {url}: {e}")).into()
 }
 
+/// A GET to the agent, its body streamed through as it comes (logs, stats).
 async fn proxy_log(url: &str, token: &str) -> ApiResult<Resp> {
     let resp = http_client()?
         .get(url)
@@ -428,6 +498,22 @@ mod tests {
         assert_eq!(match_path("/api/v1/namespaces/a/pods/b/status"), None);
         assert_eq!(match_path("/api/v1/namespaces/a/pods/b"), None);
         assert_eq!(match_path("/apis/apps/v1/namespaces/a/pods/b/log"), None);
+    }
+
+    #[test]
+    fn node_proxy_paths() {
+        assert_eq!(
+            match_node_proxy("/api/v1/nodes/n1/proxy/stats/summary"),
+            Some(("n1".into(), "stats/summary".into()))
+        );
+        assert_eq!(
+            match_node_proxy("/api/v1/nodes/n1/proxy"),
+            Some(("n1".into(), "".into()))
+        );
+        assert_eq!(match_node_proxy("/api/v1/nodes/n1/proxyx/a"), None);
+        assert_eq!(match_node_proxy("/api/v1/nodes/n1/status"), None);
+        assert_eq!(match_node_proxy("/api/v1/nodes/n1"), None);
+        assert_eq!(match_node_proxy("/api/v1/nodes//proxy/stats/summary"), None);
     }
 
     #[test]
