@@ -160,17 +160,26 @@ impl Api {
         };
         let policy = Propagation::from_request(req, &options)?;
         let dry_run = req.dry_run()? || body_dry_run(&options)?;
-        let old = self.get_stored(t.info, ns, name).await?;
-        check_preconditions(t.info, &old.value, &options, name)?;
-        if dry_run {
-            return Ok(json(200, &old.value));
+        let mut attempt = 0;
+        loop {
+            let old = self.get_stored(t.info, ns, name).await?;
+            check_preconditions(t.info, &old.value, &options, name)?;
+            if dry_run {
+                return Ok(json(200, &old.value));
+            }
+            let done = if t.info.kind == "Namespace" {
+                self.delete_namespace(t.info, old).await
+            } else {
+                self.delete_object(t.info, old, policy).await
+            };
+            // A write between our read and the delete (a controller's status
+            // update) is no reason to fail the user's delete: read again, as
+            // Kubernetes' apiserver does; the preconditions are checked anew.
+            match done {
+                Err(e) if attempt < DELETE_ATTEMPTS && is_modified(&e) => attempt += 1,
+                other => return Ok(json(200, &other?)),
+            }
         }
-        let v = if t.info.kind == "Namespace" {
-            self.delete_namespace(t.info, old).await?
-        } else {
-            self.delete_object(t.info, old, policy).await?
-        };
-        Ok(json(200, &v))
     }
 
     /// Deletes one object with `policy`; the object as last seen (marked for
@@ -511,4 +520,12 @@ mod tests {
             "u"
         ));
     }
+}
+
+/// How often a delete is tried again after the object changed under it.
+const DELETE_ATTEMPTS: u32 = 5;
+
+/// The store's compare-and-swap failed (not a precondition of the request).
+fn is_modified(e: &crate::api::response::ApiError) -> bool {
+    e.0.is_conflict() && e.0.message.contains(Status::MODIFIED)
 }
