@@ -78,6 +78,30 @@ pub struct Global {
     pub shim: Option<PathBuf>,
 }
 
+/// `corral logs --help`: how a local container and a cluster pod are told apart.
+const LOGS_ABOUT: &str =
+    "Print a local container's output, or a cluster pod's (through corral-master).
+
+Which one: `pod/NAME` (or `po/NAME`) is always a pod in the cluster; a bare NAME \
+is the local container (`corral run`) with that name or id (prefix) when there is \
+one, else a pod in the cluster. The cluster-only flags (-c/--container, --previous, \
+-n/--namespace) always mean the cluster; -t/--timestamps works for both. The cluster \
+is the one of --kubeconfig, $KUBECONFIG, ~/.kube/config or \
+/var/lib/corral/master/admin.kubeconfig, as for the other cluster verbs.";
+
+/// `corral exec --help`: the same rule.
+const EXEC_ABOUT: &str =
+    "Run a command in a running local container, or in a cluster pod (through corral-master).
+
+Which one: `pod/NAME` (or `po/NAME`) is always a pod in the cluster; a bare NAME \
+is the local container (`corral run`) with that name or id (prefix) when there is \
+one, else a pod in the cluster. The cluster-only flags (-c/--container, \
+-n/--namespace) always mean the cluster; -e, -w and -u are for local containers \
+only. In a pod, -i forwards stdin, -t makes this terminal raw and sends its size \
+(again on every resize), and corral exits with the command's exit code. The \
+cluster is the one of --kubeconfig, $KUBECONFIG, ~/.kube/config or \
+/var/lib/corral/master/admin.kubeconfig, as for the other cluster verbs.";
+
 #[derive(Subcommand, Debug)]
 pub enum Verb {
     /// Run a command in a new container.
@@ -87,7 +111,8 @@ pub enum Verb {
     Image(ImageVerb),
     /// List containers.
     Ps(PsArgs),
-    /// Print a container's output.
+    /// Print a container's output, or a cluster pod's.
+    #[command(long_about = LOGS_ABOUT)]
     Logs(LogsArgs),
     /// Stop running containers (stop signal, then SIGKILL after a timeout).
     Stop(StopArgs),
@@ -95,7 +120,8 @@ pub enum Verb {
     Kill(KillArgs),
     /// Remove containers.
     Rm(RmArgs),
-    /// Run a command in a running container.
+    /// Run a command in a running container, or in a cluster pod.
+    #[command(long_about = EXEC_ABOUT)]
     Exec(ExecArgs),
     /// Show containers' configuration and state as JSON.
     Inspect {
@@ -282,6 +308,14 @@ pub struct LogsArgs {
     /// Prefix each line with its time.
     #[arg(short, long)]
     pub timestamps: bool,
+    /// The pod's container (cluster only; default: the pod's only one).
+    #[arg(short = 'c', long = "container", value_name = "CONTAINER")]
+    pub pod_container: Option<String>,
+    /// The previous, terminated instance of the pod's container (cluster only).
+    #[arg(short = 'p', long)]
+    pub previous: bool,
+    /// A local container (name or id), pod/NAME, or a pod's NAME.
+    #[arg(value_name = "CONTAINER|pod/NAME")]
     pub container: String,
 }
 
@@ -329,6 +363,11 @@ pub struct ExecArgs {
     /// user[:group] (names or ids).
     #[arg(short, long)]
     pub user: Option<String>,
+    /// The pod's container (cluster only; default: the pod's only one).
+    #[arg(short = 'c', long = "container", value_name = "CONTAINER")]
+    pub pod_container: Option<String>,
+    /// A local container (name or id), pod/NAME, or a pod's NAME.
+    #[arg(value_name = "CONTAINER|pod/NAME")]
     pub container: String,
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,

@@ -2,6 +2,8 @@
 //! runtime library in this process (which must stay single-threaded: the
 //! runtime forks without exec). With `-t` the process gets a pty whose
 //! master comes back over a console socket, and we proxy our terminal.
+//! A cluster pod (see [`crate::logs::target`]) goes to the master instead,
+//! decided before anything starts a thread.
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -11,10 +13,48 @@ use corral_runtime::exec::ExecOpts;
 use oci_spec::runtime::{Process, User};
 
 use crate::cli::{ExecArgs, Global};
+use crate::cluster::args::ClusterGlobal;
 use crate::containers::{short, Containers};
 
-pub fn exec(g: &Global, a: &ExecArgs) -> Result<i32> {
+pub fn exec(g: &Global, cg: &ClusterGlobal, a: &ExecArgs) -> Result<i32> {
     let cs = Containers::new(g);
+    let cluster_flags = a.pod_container.is_some() || cg.namespace.is_some();
+    let pod = match crate::logs::target(&cs, &a.container, cluster_flags) {
+        Ok(p) => p,
+        Err(e) => return Ok(crate::cluster::report(Err(e))),
+    };
+    match pod {
+        None => local_exec(&cs, a),
+        Some(pod) => Ok(crate::cluster::report(cluster_exec(cg, pod, a))),
+    }
+}
+
+fn cluster_exec(
+    cg: &ClusterGlobal,
+    pod: &str,
+    a: &ExecArgs,
+) -> std::result::Result<i32, crate::cluster::Error> {
+    let local_only = [
+        ("-e/--env", !a.env.is_empty()),
+        ("-w/--workdir", a.workdir.is_some()),
+        ("-u/--user", a.user.is_some()),
+    ];
+    if let Some((flag, _)) = local_only.iter().find(|(_, set)| *set) {
+        return Err(crate::cluster::Error::msg(format!(
+            "{flag} is for local containers only, not for pod {pod}"
+        )));
+    }
+    let req = crate::cluster::exec::ExecRequest {
+        pod,
+        container: a.pod_container.as_deref(),
+        command: &a.command,
+        stdin: a.interactive,
+        tty: a.tty,
+    };
+    crate::cluster::exec::run(cg, &req)
+}
+
+fn local_exec(cs: &Containers, a: &ExecArgs) -> Result<i32> {
     let c = cs.resolve(&a.container)?;
     let rt = cs.runtime()?;
     let st = cs.status(&c, &rt)?;

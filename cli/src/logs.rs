@@ -1,4 +1,5 @@
-//! `corral logs`: the CRI log back into the container's stdout and stderr.
+//! `corral logs`: the CRI log back into the container's stdout and stderr;
+//! for a cluster pod (see [`target`]) the pod's log from the master.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -10,12 +11,77 @@ use anyhow::{Context as _, Result};
 use corral_shim::cri::{self, Stream};
 
 use crate::cli::{Global, LogsArgs};
-use crate::containers::{Containers, LOG};
+use crate::cluster::args::ClusterGlobal;
+use crate::containers::{is_id, Containers, LOG};
 
 const FOLLOW_POLL: Duration = Duration::from_millis(50);
 
-pub fn logs(g: &Global, a: &LogsArgs) -> Result<()> {
+/// Where `logs` and `exec` go: the pod to ask the cluster for, or None for
+/// the local container. `pod/NAME` is always a pod; with a cluster-only
+/// flag a bare NAME is too; else NAME is local when a container has that
+/// name or id, a pod otherwise.
+pub fn target<'a>(
+    cs: &Containers,
+    key: &'a str,
+    cluster_flags: bool,
+) -> std::result::Result<Option<&'a str>, crate::cluster::Error> {
+    if let Some(pod) = crate::cluster::pod_ref(key)? {
+        return Ok(Some(pod));
+    }
+    if cluster_flags {
+        return Ok(Some(key));
+    }
+    match local_exists(cs, key) {
+        Ok(true) => Ok(None),
+        Ok(false) => Ok(Some(key)),
+        Err(e) => Err(crate::cluster::Error::msg(format!("{e:#}"))),
+    }
+}
+
+/// A container answers to `key`; an ambiguous id prefix is an error (it
+/// names local containers, just not one).
+fn local_exists(cs: &Containers, key: &str) -> Result<bool> {
+    if cs.resolve(key).is_ok() {
+        return Ok(true);
+    }
+    let lower = key.to_ascii_lowercase();
+    if key.is_empty() || !lower.bytes().all(|b| b.is_ascii_hexdigit()) || is_id(key) {
+        return Ok(false);
+    }
+    let n = cs
+        .list()?
+        .iter()
+        .filter(|c| c.id.starts_with(&lower))
+        .count();
+    if n > 1 {
+        anyhow::bail!("{n} containers have ids starting with {key:?}: give more of the id");
+    }
+    Ok(false)
+}
+
+/// `corral logs`: a local container's log, or a cluster pod's; the exit status.
+pub fn logs(g: &Global, cg: &ClusterGlobal, a: &LogsArgs) -> Result<i32> {
     let cs = Containers::new(g);
+    let cluster_flags = a.pod_container.is_some() || a.previous || cg.namespace.is_some();
+    let pod = match target(&cs, &a.container, cluster_flags) {
+        Ok(p) => p,
+        Err(e) => return Ok(crate::cluster::report(Err(e))),
+    };
+    let Some(pod) = pod else {
+        return local_logs(&cs, a).map(|_| 0);
+    };
+    let req = crate::cluster::logs::LogRequest {
+        pod,
+        container: a.pod_container.as_deref(),
+        follow: a.follow,
+        previous: a.previous,
+        tail: a.tail,
+        timestamps: a.timestamps,
+    };
+    Ok(crate::cluster::report(crate::cluster::logs::run(cg, &req)))
+}
+
+fn local_logs(cs: &Containers, a: &LogsArgs) -> Result<()> {
     let c = cs.resolve(&a.container)?;
     let path = cs.dir(&c.id).join(LOG);
     let mut out = Printer::new(a.timestamps);
@@ -47,7 +113,7 @@ pub fn logs(g: &Global, a: &LogsArgs) -> Result<()> {
         Some((f, len)) => (Some(f), len - tail_bytes),
         None => (None, 0),
     };
-    follow(&cs, &c.id, &path, file, offset, &mut out)
+    follow(cs, &c.id, &path, file, offset, &mut out)
 }
 
 /// Index of the first log line of the last `n` output lines: after the

@@ -2,7 +2,7 @@
 //! `image pull|import|ls|inspect|rm|prune`, `run`, `ps`, `logs`, `stop`,
 //! `kill`, `rm`, `exec`, `inspect`; cluster verbs against corral-master
 //! (`apply`, `get`, `describe`, `delete`, `scale`, `rollout`, `cordon`,
-//! `uncordon`, `drain`, `config`) in `cluster/`. Each running container is supervised by
+//! `uncordon`, `drain`, `config`, `top`, and `logs`/`exec` of pods) in `cluster/`. Each running container is supervised by
 //! its own `corral-shim` (stdio, log, exit record), so `corral` itself
 //! exits after every verb. See `corral --help` and ARCHITECTURE.md.
 
@@ -67,10 +67,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
     let g = &cli.global;
     match &cli.verb {
         Verb::Run(a) => return run::run(g, a),
-        Verb::Exec(a) => return exec::exec(g, a),
+        Verb::Exec(a) => return exec::exec(g, &cli.cluster, a),
         Verb::Image(v) => images::dispatch(g, v)?,
         Verb::Ps(a) => ps::ps(g, a)?,
-        Verb::Logs(a) => logs::logs(g, a)?,
+        Verb::Logs(a) => return logs::logs(g, &cli.cluster, a),
         Verb::Stop(a) => lifecycle::stop(g, a)?,
         Verb::Kill(a) => lifecycle::kill(g, a)?,
         Verb::Rm(a) => lifecycle::rm(g, a)?,

@@ -44,6 +44,24 @@ pub enum ClusterVerb {
     /// Show or change the kubeconfig.
     #[command(subcommand)]
     Config(ConfigVerb),
+    /// CPU and memory in use by nodes or pods (from the agents' summary API).
+    #[command(subcommand)]
+    Top(TopVerb),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopVerb {
+    /// NAME CPU(cores) CPU% MEMORY(bytes) MEMORY% of every node (or one).
+    #[command(alias = "node", alias = "no")]
+    Nodes { name: Option<String> },
+    /// NAME CPU(cores) MEMORY(bytes) of the namespace's running pods (or one).
+    #[command(alias = "pod", alias = "po")]
+    Pods {
+        name: Option<String>,
+        /// All namespaces (adds a NAMESPACE column).
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -1,6 +1,7 @@
 //! The cluster verbs of `corral`, talking to corral-master (or any
 //! Kubernetes-shaped API server) with a kubeconfig: apply, get, describe,
-//! delete, scale, rollout, cordon/uncordon/drain and config. Failures are
+//! delete, scale, rollout, cordon/uncordon/drain, config, top, and the
+//! cluster side of `logs` and `exec` (see [`pod_ref`]). Failures are
 //! printed as one `error: ...` line (the server's Status message, which
 //! names the field) and end with exit status 1, like kubectl.
 
@@ -10,11 +11,14 @@ pub mod client;
 pub mod config;
 pub mod delete;
 pub mod describe;
+pub mod exec;
 pub mod get;
+pub mod logs;
 pub mod node;
 pub mod output;
 pub mod rollout;
 pub mod scale;
+pub mod top;
 
 use std::fmt;
 
@@ -86,13 +90,38 @@ fn one_line(s: &str) -> &str {
 
 /// Runs a cluster verb; returns the exit status after printing any error.
 pub fn dispatch(g: &ClusterGlobal, verb: &ClusterVerb) -> i32 {
-    match run(g, verb) {
+    report(run(g, verb))
+}
+
+/// The exit status of a cluster verb, its error printed as one line.
+pub fn report(r: Result<i32, Error>) -> i32 {
+    match r {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             1
         }
     }
+}
+
+/// For `logs` and `exec`, which serve local containers and cluster pods:
+/// `pod/NAME` or `po/NAME` gives Some(NAME), a bare name None (the caller
+/// decides), any other kind an error.
+pub fn pod_ref(arg: &str) -> Result<Option<&str>, Error> {
+    let Some((k, name)) = arg.split_once('/') else {
+        return Ok(None);
+    };
+    let info = kind(k)?;
+    if info.kind != "Pod" {
+        return Err(Error::msg(format!(
+            "{arg:?}: only pods are supported here (pod/NAME), not {}",
+            info.plural
+        )));
+    }
+    if name.is_empty() || name.contains('/') {
+        return Err(Error::msg(format!("{arg:?}: expected pod/NAME")));
+    }
+    Ok(Some(name))
 }
 
 fn run(g: &ClusterGlobal, verb: &ClusterVerb) -> Result<i32, Error> {
@@ -110,6 +139,7 @@ fn run(g: &ClusterGlobal, verb: &ClusterVerb) -> Result<i32, Error> {
         ClusterVerb::Cordon { node } => node::set_unschedulable(&c, node, true).map(|_| 0),
         ClusterVerb::Uncordon { node } => node::set_unschedulable(&c, node, false).map(|_| 0),
         ClusterVerb::Drain(a) => node::drain(&c, a).map(|_| 0),
+        ClusterVerb::Top(v) => top::run(&c, v).map(|_| 0),
         ClusterVerb::Config(_) => Ok(0),
     }
 }
@@ -189,6 +219,21 @@ mod tests {
         assert_eq!(v[1], (kind("pod").unwrap(), "x".to_string()));
         assert!(kind_and_names("deploy/web", &["x".into()]).is_err());
         assert!(kind("nosuch").is_err());
+    }
+
+    #[test]
+    fn pod_refs() {
+        assert_eq!(pod_ref("web").unwrap(), None);
+        assert_eq!(pod_ref("pod/web").unwrap(), Some("web"));
+        assert_eq!(pod_ref("po/web").unwrap(), Some("web"));
+        assert_eq!(pod_ref("pods/web").unwrap(), Some("web"));
+        assert!(pod_ref("deploy/web")
+            .unwrap_err()
+            .to_string()
+            .contains("only pods"));
+        assert!(pod_ref("pod/").is_err());
+        assert!(pod_ref("pod/a/b").is_err());
+        assert!(pod_ref("nosuch/web").is_err());
     }
 
     #[test]
