@@ -485,15 +485,24 @@ impl Api {
     pub async fn update(&self, t: &Target, req: &Request, name: &str) -> ApiResult<Resp> {
         let ns = t.namespace.as_deref().unwrap_or("");
         let body = req.body_value()?;
-        let old = self.get_stored(t.info, ns, name).await?;
+        // Without a resourceVersion a PUT is unconditional: a write landing
+        // between our read and ours is retried over, as patches are.
+        let unconditional = meta_str(&body, "resourceVersion").is_empty();
         let sub = t.subresource.as_deref();
-        let new = if sub == Some("scale") {
-            apply_scale(t.info, &old.value, body)?
-        } else {
-            updated_value(t.info, &old.value, body, sub, name)?
-        };
-        let v = self.write_update(t.info, &old, new, req.dry_run()?).await?;
-        Ok(self.subresource_response(t, v))
+        for _ in 0..RETRIES {
+            let old = self.get_stored(t.info, ns, name).await?;
+            let new = if sub == Some("scale") {
+                apply_scale(t.info, &old.value, body.clone())?
+            } else {
+                updated_value(t.info, &old.value, body.clone(), sub, name)?
+            };
+            match self.write_update(t.info, &old, new, req.dry_run()?).await {
+                Err(e) if e.0.is_conflict() && unconditional => continue,
+                Err(e) => return Err(e),
+                Ok(v) => return Ok(self.subresource_response(t, v)),
+            }
+        }
+        Err(Status::conflict(t.info.group, t.info.plural, name, Status::MODIFIED).into())
     }
 
     fn subresource_response(&self, t: &Target, v: Value) -> Resp {
