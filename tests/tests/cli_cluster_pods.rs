@@ -1,0 +1,358 @@
+//! `corral logs`, `exec` and `top` on a cluster pod: a master and one real
+//! agent (tests/src/cluster.rs), a pod that prints lines, and the `corral`
+//! binary told the master's admin.kubeconfig. Also that a local
+//! `corral run` container keeps its node-local `logs`, with the same
+//! kubeconfig in reach.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use corral_tests::cluster::ClusterHarness;
+use corral_tests::corral::{workspace_binary, Corral};
+use corral_tests::skip;
+use serde_json::{json, Value};
+
+/// Prints two known lines, holds some memory (so `top` has some to show),
+/// then ticks every 200 ms.
+const SCRIPT: &str = "echo hello-from-pod; echo second-line; \
+    x=$(head -c 3000000 /dev/zero | tr '\\0' a); \
+    i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done";
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// `corral --kubeconfig K ARGS` with the local test's paths (so a bare
+/// name is looked up among its containers), bounded by `timeout`.
+struct Cli<'a> {
+    local: &'a Corral,
+    kubeconfig: PathBuf,
+    bin: PathBuf,
+}
+
+impl Cli<'_> {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("timeout");
+        c.arg("60")
+            .arg(&self.bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("CORRAL_IMAGES_ROOT", self.local.images_root())
+            .env("CORRAL_STATE_DIR", self.local.state_dir())
+            .env("CORRAL_RUNTIME_ROOT", self.local.runtime_root())
+            .env("CORRAL_NET_STATE_DIR", self.local.path("net"))
+            .env("CORRAL_NETNS_DIR", self.local.netns_dir())
+            .env("CORRAL_BRIDGE", self.local.bridge())
+            .env("CORRAL_SUBNET", self.local.subnet());
+        c
+    }
+
+    fn run_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Out {
+        let mut child = self
+            .command(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn corral");
+        if let Some(data) = input {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(data).expect("write stdin");
+        }
+        let out = child.wait_with_output().expect("wait for corral");
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        self.run_with_input(args, None)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert_eq!(o.code, 0, "corral {args:?}:\n{o}");
+        o.stdout
+    }
+
+    /// Exit 1 and one `error: ` line; that line.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert_eq!(o.code, 1, "corral {args:?}: expected exit 1:\n{o}");
+        assert_eq!(o.stderr.lines().count(), 1, "one line expected:\n{o}");
+        assert!(o.stderr.starts_with("error: "), "{o}");
+        o.stderr.trim_end().to_string()
+    }
+}
+
+fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn pod() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "talk", "namespace": "default"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "c",
+                "image": "localhost/busybox:latest",
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", SCRIPT]
+            }]
+        }
+    })
+}
+
+/// `corral logs -f`: the first `n` lines with "tick", and how long they took;
+/// the follower is killed after (it never ends by itself).
+fn follow_ticks(cli: &Cli, n: usize) -> (Vec<String>, Duration) {
+    let mut child = cli
+        .command(&["logs", "-f", "--tail", "1", "pod/talk"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn corral logs -f");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let began = Instant::now();
+    let mut lines = Vec::new();
+    while lines
+        .iter()
+        .filter(|l: &&String| l.contains("tick"))
+        .count()
+        < n
+    {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) => lines.push(l),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("logs -f stopped delivering lines: {lines:?}");
+            }
+        }
+    }
+    let took = began.elapsed();
+    // Still running: a follow does not end while the container runs.
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "logs -f ended by itself"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    (lines, took)
+}
+
+/// The row of `name` in a `top` table (columns split on whitespace).
+fn row<'a>(table: &'a str, name: &str) -> Option<Vec<&'a str>> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cols| cols.first() == Some(&name))
+}
+
+/// Bytes of a `top` memory cell (`12Mi`, `300Ki`).
+fn memory_bytes(cell: &str) -> Option<u64> {
+    if let Some(n) = cell.strip_suffix("Mi") {
+        return n.parse::<u64>().ok().map(|n| n << 20);
+    }
+    cell.strip_suffix("Ki")?
+        .parse::<u64>()
+        .ok()
+        .map(|n| n << 10)
+}
+
+#[test]
+fn logs_exec_and_top_of_a_cluster_pod() {
+    let mut h = match ClusterHarness::new(61, 1) {
+        Ok(h) => h,
+        Err(e) => skip!("{e}"),
+    };
+    let local = match Corral::new(96) {
+        Ok(c) => c,
+        Err(e) => skip!("{e}"),
+    };
+    h.start_master();
+    h.start_agent(0);
+    let cli = Cli {
+        local: &local,
+        kubeconfig: h.kubeconfig(),
+        bin: workspace_binary("corral").expect("corral binary"),
+    };
+    let manifest = h.path("talk.json");
+    std::fs::write(&manifest, pod().to_string()).expect("write the manifest");
+    wait_for(Duration::from_secs(60), "node host1 Ready", || {
+        let o = cli.run(&["get", "nodes", "-o", "json"]);
+        let v: Value = serde_json::from_str(&o.stdout).ok()?;
+        let ready = v["items"].as_array()?.iter().any(|n| {
+            n["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        });
+        ready.then_some(())
+    });
+    cli.ok(&["apply", "-f", &manifest.to_string_lossy()]);
+    wait_for(Duration::from_secs(60), "pod talk Running", || {
+        let o = cli.run(&["get", "pod/talk", "-o", "json"]);
+        let v: Value = serde_json::from_str(&o.stdout).ok()?;
+        (v["status"]["phase"] == "Running").then_some(())
+    });
+
+    // logs: all of it, by pod/NAME and by the bare name (no local "talk").
+    let all = wait_for(Duration::from_secs(20), "the pod's first lines", || {
+        let out = cli.ok(&["logs", "pod/talk"]);
+        out.contains("tick 0").then_some(out)
+    });
+    assert!(all.starts_with("hello-from-pod\nsecond-line\n"), "{all}");
+    let bare = cli.ok(&["logs", "talk"]);
+    assert!(bare.starts_with("hello-from-pod\nsecond-line\n"), "{bare}");
+    let tail = cli.ok(&["logs", "--tail", "1", "po/talk"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    assert!(tail.starts_with("tick "), "{tail}");
+    let (ticks, took) = follow_ticks(&cli, 5);
+    assert!(
+        took >= Duration::from_millis(500),
+        "5 ticks 200 ms apart came at once ({took:?}): {ticks:?}"
+    );
+    let numbers: Vec<u64> = ticks
+        .iter()
+        .filter_map(|l| l.strip_prefix("tick ")?.parse().ok())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "followed lines out of order: {ticks:?}"
+    );
+    let e = cli.fails(&["logs", "-c", "nope", "talk"]);
+    assert_eq!(e, "error: container nope is not valid for pod talk");
+    let e = cli.fails(&["logs", "pod/absent"]);
+    assert!(e.contains("\"absent\" not found"), "{e}");
+
+    // exec: exit code, stdout and stderr apart, stdin to EOF.
+    let o = cli.run(&[
+        "exec",
+        "pod/talk",
+        "--",
+        "sh",
+        "-c",
+        "echo out-$((6*7)); echo err >&2; exit 3",
+    ]);
+    assert_eq!(o.code, 3, "{o}");
+    assert_eq!(o.stdout, "out-42\n", "{o}");
+    assert_eq!(o.stderr, "err\n", "{o}");
+    let o = cli.run_with_input(&["exec", "-i", "pod/talk", "--", "cat"], Some(b"hi\n"));
+    assert_eq!((o.code, o.stdout.as_str()), (0, "hi\n"), "{o}");
+    let o = cli.run(&["exec", "-c", "c", "talk", "--", "true"]);
+    assert_eq!(o.code, 0, "{o}");
+    let e = cli.fails(&["exec", "-c", "nope", "talk", "--", "true"]);
+    assert_eq!(e, "error: container nope is not valid for pod talk");
+
+    // top: the pod's memory (it holds about 2.9 MiB) and the node's row.
+    let pods = wait_for(Duration::from_secs(30), "top pods with the pod", || {
+        let out = cli.run(&["top", "pods"]).stdout;
+        let r = row(&out, "talk")?;
+        (memory_bytes(r.get(2)?)? > 0).then_some(out)
+    });
+    let head: Vec<&str> = pods
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(head, ["NAME", "CPU(cores)", "MEMORY(bytes)"], "{pods}");
+    let r = row(&pods, "talk").expect("talk row");
+    assert!(r[1].ends_with('m') && r[1] != "<unknown>", "{pods}");
+    assert!(memory_bytes(r[2]).unwrap_or(0) >= 2 << 20, "{pods}");
+    let all = cli.ok(&["top", "pods", "-A"]);
+    assert!(all.starts_with("NAMESPACE"), "{all}");
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("default") && l.contains("talk")),
+        "{all}"
+    );
+    let nodes = cli.ok(&["top", "nodes"]);
+    let head: Vec<&str> = nodes
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        head,
+        ["NAME", "CPU(cores)", "CPU%", "MEMORY(bytes)", "MEMORY%"],
+        "{nodes}"
+    );
+    let r = row(&nodes, "host1").expect("host1 row");
+    assert!(r[1].ends_with('m') && r[2].ends_with('%'), "{nodes}");
+    assert!(
+        memory_bytes(r[3]).unwrap_or(0) > 0 && r[4].ends_with('%'),
+        "{nodes}"
+    );
+
+    // A local container keeps its node-local verbs; pod/NAME still means the cluster.
+    let id = local.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "x",
+        "busybox",
+        "sh",
+        "-c",
+        "echo local-hello; sleep 100",
+    ]);
+    assert!(!id.stdout.trim().is_empty(), "{id}");
+    let out = wait_for(Duration::from_secs(10), "the local container's log", || {
+        let out = cli.ok(&["logs", "x"]);
+        out.contains("local-hello").then_some(out)
+    });
+    assert_eq!(out, "local-hello\n");
+    let o = cli.run(&["exec", "x", "--", "echo", "in-local"]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "in-local\n"), "{o}");
+    let e = cli.fails(&["logs", "pod/x"]);
+    assert!(e.contains("\"x\" not found"), "{e}");
+    local.ok(&["rm", "-f", "x"]);
+}
