@@ -204,6 +204,66 @@ fn memory_bytes(cell: &str) -> Option<u64> {
         .map(|n| n << 10)
 }
 
+/// Runs the shell line `inner` under a pseudo-terminal (util-linux
+/// `script`); what it printed, without carriage returns.
+fn in_pty(inner: &str) -> String {
+    let out = Command::new("timeout")
+        .args(["60", "script", "-qec", inner, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script");
+    String::from_utf8_lossy(&out.stdout).replace('\r', "")
+}
+
+/// `exec -it` under a pseudo-terminal of a known size: the remote terminal
+/// gets that size and later resizes, the exit code comes back, and our
+/// terminal is out of raw mode afterwards. The remote commands wait a
+/// little before `stty size`: the agent starts the process as soon as the
+/// session opens, so the first size may land just after it started.
+fn tty_exec(cli: &Cli) {
+    let mut env = String::new();
+    for (k, v) in cli.command(&[]).get_envs() {
+        if let (Some(v), Ok(k)) = (v, k.to_os_string().into_string()) {
+            env.push_str(&format!("{k}='{}' ", v.to_string_lossy()));
+        }
+    }
+    let corral = format!(
+        "{env}{} --kubeconfig '{}'",
+        cli.bin.display(),
+        cli.kubeconfig.display()
+    );
+    let text = in_pty(&format!(
+        "stty cols 123 rows 45; \
+         {corral} exec -it pod/talk -- sh -c 'sleep 0.5; stty size; exit 5'; \
+         echo code=$?; stty -a | grep -o -- '-*icanon' | head -1"
+    ));
+    assert!(
+        text.contains("45 123\n"),
+        "the remote terminal size: {text:?}"
+    );
+    assert!(
+        text.contains("code=5\n"),
+        "the exit code through a tty: {text:?}"
+    );
+    // `-icanon` would mean the terminal was left raw.
+    assert!(
+        text.lines().any(|l| l == "icanon"),
+        "terminal not restored: {text:?}"
+    );
+
+    // A resize while it runs (SIGWINCH to the foreground group) reaches the
+    // pod; stdin named, as a background job's would be /dev/null.
+    let text = in_pty(&format!(
+        "stty cols 123 rows 45; \
+         {corral} exec -it pod/talk -- sh -c 'sleep 0.5; stty size; sleep 2; stty size' </dev/tty & \
+         sleep 1.5; stty cols 77 rows 22; wait"
+    ));
+    assert!(
+        text.contains("45 123\n22 77\n"),
+        "resize not passed on: {text:?}"
+    );
+}
+
 #[test]
 fn logs_exec_and_top_of_a_cluster_pod() {
     let mut h = match ClusterHarness::new(61, 1) {
@@ -288,6 +348,8 @@ fn logs_exec_and_top_of_a_cluster_pod() {
     assert_eq!(o.code, 0, "{o}");
     let e = cli.fails(&["exec", "-c", "nope", "talk", "--", "true"]);
     assert_eq!(e, "error: container nope is not valid for pod talk");
+
+    tty_exec(&cli);
 
     // top: the pod's memory (it holds about 2.9 MiB) and the node's row.
     let pods = wait_for(Duration::from_secs(30), "top pods with the pod", || {
