@@ -19,14 +19,14 @@ use crate::containers::{short, Containers};
 pub fn exec(g: &Global, cg: &ClusterGlobal, a: &ExecArgs) -> Result<i32> {
     let cs = Containers::new(g);
     let cluster_flags = a.pod_container.is_some() || cg.namespace.is_some();
-    let pod = match crate::logs::target(&cs, &a.container, cluster_flags) {
-        Ok(p) => p,
+    let dest = match crate::logs::target(&cs, &a.container, cluster_flags) {
+        Ok(d) => d,
         Err(e) => return Ok(crate::cluster::report(Err(e))),
     };
-    match pod {
-        None => local_exec(&cs, a),
-        Some(pod) => Ok(crate::cluster::report(cluster_exec(cg, pod, a))),
+    if dest == crate::logs::Dest::Local {
+        return local_exec(&cs, a);
     }
+    Ok(dest.in_cluster(|pod| cluster_exec(cg, pod, a)))
 }
 
 fn cluster_exec(

@@ -16,24 +16,53 @@ use crate::containers::{is_id, Containers, LOG};
 
 const FOLLOW_POLL: Duration = Duration::from_millis(50);
 
-/// Where `logs` and `exec` go: the pod to ask the cluster for, or None for
-/// the local container. `pod/NAME` is always a pod; with a cluster-only
-/// flag a bare NAME is too; else NAME is local when a container has that
-/// name or id, a pod otherwise.
+/// Where `logs` and `exec` go.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Dest<'a> {
+    Local,
+    /// `pod/NAME`, or a name with a cluster-only flag.
+    Pod(&'a str),
+    /// A bare name no local container answers to.
+    Fallback(&'a str),
+}
+
+impl<'a> Dest<'a> {
+    /// Runs `cluster` for a pod; a fallback's failure says that no local
+    /// container had the name either.
+    pub fn in_cluster(
+        &self,
+        cluster: impl FnOnce(&'a str) -> std::result::Result<i32, crate::cluster::Error>,
+    ) -> i32 {
+        let r = match *self {
+            Dest::Local => return 0,
+            Dest::Pod(p) => cluster(p),
+            Dest::Fallback(p) => cluster(p).map_err(|e| {
+                crate::cluster::Error::msg(format!(
+                    "no local container named {p:?}, and in the cluster: {e}"
+                ))
+            }),
+        };
+        crate::cluster::report(r)
+    }
+}
+
+/// `pod/NAME` is always a pod; with a cluster-only flag a bare NAME is
+/// too; else NAME is local when a container has that name or id, a pod
+/// otherwise.
 pub fn target<'a>(
     cs: &Containers,
     key: &'a str,
     cluster_flags: bool,
-) -> std::result::Result<Option<&'a str>, crate::cluster::Error> {
+) -> std::result::Result<Dest<'a>, crate::cluster::Error> {
     if let Some(pod) = crate::cluster::pod_ref(key)? {
-        return Ok(Some(pod));
+        return Ok(Dest::Pod(pod));
     }
     if cluster_flags {
-        return Ok(Some(key));
+        return Ok(Dest::Pod(key));
     }
     match local_exists(cs, key) {
-        Ok(true) => Ok(None),
-        Ok(false) => Ok(Some(key)),
+        Ok(true) => Ok(Dest::Local),
+        Ok(false) => Ok(Dest::Fallback(key)),
         Err(e) => Err(crate::cluster::Error::msg(format!("{e:#}"))),
     }
 }
@@ -63,22 +92,24 @@ fn local_exists(cs: &Containers, key: &str) -> Result<bool> {
 pub fn logs(g: &Global, cg: &ClusterGlobal, a: &LogsArgs) -> Result<i32> {
     let cs = Containers::new(g);
     let cluster_flags = a.pod_container.is_some() || a.previous || cg.namespace.is_some();
-    let pod = match target(&cs, &a.container, cluster_flags) {
-        Ok(p) => p,
+    let dest = match target(&cs, &a.container, cluster_flags) {
+        Ok(d) => d,
         Err(e) => return Ok(crate::cluster::report(Err(e))),
     };
-    let Some(pod) = pod else {
+    if dest == Dest::Local {
         return local_logs(&cs, a).map(|_| 0);
-    };
-    let req = crate::cluster::logs::LogRequest {
-        pod,
-        container: a.pod_container.as_deref(),
-        follow: a.follow,
-        previous: a.previous,
-        tail: a.tail,
-        timestamps: a.timestamps,
-    };
-    Ok(crate::cluster::report(crate::cluster::logs::run(cg, &req)))
+    }
+    Ok(dest.in_cluster(|pod| {
+        let req = crate::cluster::logs::LogRequest {
+            pod,
+            container: a.pod_container.as_deref(),
+            follow: a.follow,
+            previous: a.previous,
+            tail: a.tail,
+            timestamps: a.timestamps,
+        };
+        crate::cluster::logs::run(cg, &req)
+    }))
 }
 
 fn local_logs(cs: &Containers, a: &LogsArgs) -> Result<()> {
@@ -250,6 +281,23 @@ impl Printer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_and_fallbacks_without_local_containers() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().to_str().unwrap();
+        let cli = crate::cli::Cli::try_parse_from(["corral", "--state-dir", state, "ps"]).unwrap();
+        let cs = Containers::new(&cli.global);
+        assert_eq!(target(&cs, "web", false).unwrap(), Dest::Fallback("web"));
+        assert_eq!(target(&cs, "web", true).unwrap(), Dest::Pod("web"));
+        assert_eq!(target(&cs, "pod/web", false).unwrap(), Dest::Pod("web"));
+        assert_eq!(target(&cs, "abc", false).unwrap(), Dest::Fallback("abc"));
+        assert!(target(&cs, "deploy/web", false).is_err());
+        let missing = Dest::Fallback("web").in_cluster(|_| Err(crate::cluster::Error::msg("x")));
+        assert_eq!(missing, 1);
+        assert_eq!(Dest::Pod("web").in_cluster(|_| Ok(3)), 3);
+    }
 
     #[test]
     fn tail_counts_full_lines() {

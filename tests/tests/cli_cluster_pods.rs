@@ -264,6 +264,57 @@ fn tty_exec(cli: &Cli) {
     );
 }
 
+/// The master's node proxy: the summary for the admin, 403 with the join
+/// token, 404 for any other path.
+fn node_proxy(h: &ClusterHarness) {
+    let ca = std::fs::read(h.master_dir().join("pki/ca.crt")).expect("read the CA");
+    let http = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA"))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTPS client");
+    let kubeconfig = std::fs::read_to_string(h.kubeconfig()).expect("read the kubeconfig");
+    let admin = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token:"))
+        .map(|t| t.trim().trim_matches('"').to_string())
+        .expect("admin token in the kubeconfig");
+    let join = std::fs::read_to_string(h.master_dir().join("join-token")).expect("join token");
+    let get = |path: &str, token: &str| {
+        let r = http
+            .get(format!("{}{path}", h.master_url()))
+            .bearer_auth(token)
+            .send()
+            .expect("GET through the node proxy");
+        let code = r.status().as_u16();
+        (code, r.json::<Value>().unwrap_or(Value::Null))
+    };
+    let summary = "/api/v1/nodes/host1/proxy/stats/summary";
+    let (code, v) = get(summary, &admin);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["node"]["nodeName"], "host1", "{v}");
+    assert!(
+        v["node"]["memory"]["workingSetBytes"].as_u64().unwrap_or(0) > 0,
+        "{v}"
+    );
+    let talk = v["pods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["podRef"]["name"] == "talk");
+    assert!(talk.is_some(), "pod talk not in the summary: {v}");
+    let (code, v) = get(summary, join.trim());
+    assert_eq!(code, 403, "{v}");
+    let (code, v) = get("/api/v1/nodes/host1/proxy/pods", &admin);
+    assert_eq!(code, 404, "{v}");
+    let (code, v) = get("/api/v1/nodes/nosuch/proxy/stats/summary", &admin);
+    assert_eq!(
+        (code, v["message"].as_str()),
+        (404, Some("nodes \"nosuch\" not found")),
+        "{v}"
+    );
+}
+
 #[test]
 fn logs_exec_and_top_of_a_cluster_pod() {
     let mut h = match ClusterHarness::new(61, 1) {
@@ -328,7 +379,12 @@ fn logs_exec_and_top_of_a_cluster_pod() {
     let e = cli.fails(&["logs", "-c", "nope", "talk"]);
     assert_eq!(e, "error: container nope is not valid for pod talk");
     let e = cli.fails(&["logs", "pod/absent"]);
-    assert!(e.contains("\"absent\" not found"), "{e}");
+    assert_eq!(e, "error: pods \"absent\" not found");
+    let e = cli.fails(&["logs", "absent"]);
+    assert_eq!(
+        e,
+        "error: no local container named \"absent\", and in the cluster: pods \"absent\" not found"
+    );
 
     // exec: exit code, stdout and stderr apart, stdin to EOF.
     let o = cli.run(&[
@@ -350,6 +406,8 @@ fn logs_exec_and_top_of_a_cluster_pod() {
     assert_eq!(e, "error: container nope is not valid for pod talk");
 
     tty_exec(&cli);
+
+    node_proxy(&h);
 
     // top: the pod's memory (it holds about 2.9 MiB) and the node's row.
     let pods = wait_for(Duration::from_secs(30), "top pods with the pod", || {
