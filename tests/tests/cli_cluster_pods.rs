@@ -433,6 +433,7 @@ fn logs_exec_and_top_of_a_cluster_pod() {
         "{all}"
     );
     let nodes = cli.ok(&["top", "nodes"]);
+    eprintln!("corral top pods -A:\n{all}corral top nodes:\n{nodes}");
     let head: Vec<&str> = nodes
         .lines()
         .next()
