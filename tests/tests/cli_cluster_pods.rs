@@ -264,6 +264,37 @@ fn tty_exec(cli: &Cli) {
     );
 }
 
+/// SIGINT to `corral exec` ends the session and with it the remote
+/// process; corral exits 130 like a shell.
+fn interrupted_exec(cli: &Cli) {
+    let mut child = cli
+        .command(&["exec", "pod/talk", "--", "sleep", "37"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn corral exec");
+    let ps = || cli.ok(&["exec", "pod/talk", "--", "ps", "-o", "args"]);
+    wait_for(
+        Duration::from_secs(20),
+        "sleep 37 running in the pod",
+        || ps().contains("sleep 37").then_some(()),
+    );
+    // `timeout` passes SIGINT on to corral.
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("wait for corral exec");
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    wait_for(
+        Duration::from_secs(20),
+        "sleep 37 gone from the pod",
+        || (!ps().contains("sleep 37")).then_some(()),
+    );
+}
+
 /// The master's node proxy: the summary for the admin, 403 with the join
 /// token, 404 for any other path.
 fn node_proxy(h: &ClusterHarness) {
@@ -406,6 +437,7 @@ fn logs_exec_and_top_of_a_cluster_pod() {
     assert_eq!(e, "error: container nope is not valid for pod talk");
 
     tty_exec(&cli);
+    interrupted_exec(&cli);
 
     node_proxy(&h);
 

@@ -249,9 +249,15 @@ async fn pump(
     } else {
         None
     };
+    let mut stop = Stop::new()?;
     let mut status: Option<Status> = None;
     loop {
         tokio::select! {
+            signo = stop.next() => {
+                // Closing the session makes the agent stop the process.
+                let _ = sink.close().await;
+                return Ok(128 + signo);
+            },
             msg = stream.next() => match msg {
                 Some(Ok(Message::Binary(data))) => output(&data, &mut status)?,
                 Some(Ok(Message::Text(text))) => output(text.as_bytes(), &mut status)?,
@@ -280,6 +286,39 @@ async fn pump(
     }
     let _ = sink.close().await;
     exit_code(status)
+}
+
+/// SIGINT, SIGTERM and SIGHUP end the session (and with it, the remote
+/// process) rather than this process alone, so the terminal is restored.
+struct Stop(Vec<(i32, tokio::signal::unix::Signal)>);
+
+impl Stop {
+    fn new() -> Result<Stop, Error> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut v = Vec::new();
+        for (signo, kind) in [
+            (libc::SIGINT, SignalKind::interrupt()),
+            (libc::SIGTERM, SignalKind::terminate()),
+            (libc::SIGHUP, SignalKind::hangup()),
+        ] {
+            let s =
+                signal(kind).map_err(|e| Error::msg(format!("handling signal {signo}: {e}")))?;
+            v.push((signo, s));
+        }
+        Ok(Stop(v))
+    }
+
+    /// The number of the first of the signals to come.
+    async fn next(&mut self) -> i32 {
+        let waits = self.0.iter_mut().map(|(signo, s)| {
+            let signo = *signo;
+            Box::pin(async move {
+                s.recv().await;
+                signo
+            })
+        });
+        futures_util::future::select_all(waits).await.0
+    }
 }
 
 async fn recv_input(input: &mut Option<mpsc::Receiver<Option<Vec<u8>>>>) -> Option<Vec<u8>> {
