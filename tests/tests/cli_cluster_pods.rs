@@ -267,7 +267,7 @@ fn tty_exec(cli: &Cli) {
 /// SIGINT to `corral exec` ends the session and with it the remote
 /// process; corral exits 130 like a shell.
 fn interrupted_exec(cli: &Cli) {
-    let mut child = cli
+    let child = cli
         .command(&["exec", "pod/talk", "--", "sleep", "37"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
