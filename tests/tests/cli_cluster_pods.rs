@@ -435,6 +435,13 @@ fn logs_exec_and_top_of_a_cluster_pod() {
     assert_eq!(o.code, 0, "{o}");
     let e = cli.fails(&["exec", "-c", "nope", "talk", "--", "true"]);
     assert_eq!(e, "error: container nope is not valid for pod talk");
+    let e = cli.fails(&["exec", "pod/absent", "--", "true"]);
+    assert_eq!(e, "error: pods \"absent\" not found");
+    let e = cli.fails(&["exec", "-e", "A=1", "pod/talk", "--", "true"]);
+    assert_eq!(
+        e,
+        "error: -e/--env is for local containers only, not for pod talk"
+    );
 
     tty_exec(&cli);
     interrupted_exec(&cli);
