@@ -471,6 +471,14 @@ fn logs_exec_and_top_of_a_cluster_pod() {
             .any(|l| l.starts_with("default") && l.contains("talk")),
         "{all}"
     );
+    let o = cli.run(&["top", "pods", "-n", "kube-public"]);
+    assert_eq!(o.code, 0, "{o}");
+    assert_eq!(
+        o.stderr, "No resources found in kube-public namespace.\n",
+        "{o}"
+    );
+    let e = cli.fails(&["top", "pods", "absent"]);
+    assert_eq!(e, "error: Metrics not available for pod default/absent");
     let nodes = cli.ok(&["top", "nodes"]);
     eprintln!("corral top pods -A:\n{all}corral top nodes:\n{nodes}");
     let head: Vec<&str> = nodes

@@ -68,7 +68,13 @@ pub fn run(c: &Client, v: &TopVerb) -> Result<(), Error> {
             let ns = (!*all_namespaces).then_some(c.namespace.as_str());
             let rows = pod_rows(&usage.usage, ns, name.as_deref())?;
             if rows.is_empty() {
-                return Err(no_pods(&usage, ns, name.as_deref()));
+                // As kubectl: an empty namespace is not an error, a named pod is.
+                let e = no_pods(&usage, ns, name.as_deref());
+                if name.is_some() || (usage.usage.is_empty() && !usage.failed.is_empty()) {
+                    return Err(e);
+                }
+                eprintln!("{e}");
+                return Ok(());
             }
             let mut cols = vec!["NAME", "CPU(cores)", "MEMORY(bytes)"];
             if ns.is_none() {
