@@ -466,6 +466,14 @@ impl Api {
     }
 }
 
+/// How often a delete is tried again after the object changed under it.
+const DELETE_ATTEMPTS: u32 = 5;
+
+/// The store's compare-and-swap failed (not a precondition of the request).
+fn is_modified(e: &crate::api::response::ApiError) -> bool {
+    e.0.is_conflict() && e.0.message.contains(Status::MODIFIED)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,12 +528,4 @@ mod tests {
             "u"
         ));
     }
-}
-
-/// How often a delete is tried again after the object changed under it.
-const DELETE_ATTEMPTS: u32 = 5;
-
-/// The store's compare-and-swap failed (not a precondition of the request).
-fn is_modified(e: &crate::api::response::ApiError) -> bool {
-    e.0.is_conflict() && e.0.message.contains(Status::MODIFIED)
 }
