@@ -145,7 +145,7 @@ fn record(book: &Book, p: &Pod, now: Instant) {
         m.scheduled.get_or_insert(now);
         m.node = p.spec.node_name.clone();
     }
-    if p.status.as_ref().and_then(|s| s.phase.clone()) == Some(PodPhase::Running) {
+    if p.status.as_ref().and_then(|s| s.phase) == Some(PodPhase::Running) {
         m.running.get_or_insert(now);
     }
     if condition_true(p, "Ready") {
@@ -581,5 +581,57 @@ fn main() {
             eprintln!("corral-bench-cluster-e2e: write {}: {e}", path.display());
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let s = summary((1..=100).map(f64::from).collect());
+        assert_eq!(s["p50_ms"], 50.0);
+        assert_eq!(s["p90_ms"], 90.0);
+        assert_eq!(s["p99_ms"], 99.0);
+        assert_eq!(s["max_ms"], 100.0);
+        let one = summary(vec![7.0]);
+        assert_eq!(
+            (one["p50_ms"].clone(), one["p99_ms"].clone()),
+            (json!(7.0), json!(7.0))
+        );
+        assert_eq!(summary(Vec::new()), Value::Null);
+    }
+
+    fn pod(node: &str, phase: Option<&str>, ready: bool) -> Pod {
+        let mut v = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": NS, "labels": {"app": "a"}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": IMAGE}]},
+            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}});
+        if let Some(ph) = phase {
+            v["status"]["phase"] = json!(ph);
+        }
+        serde_json::from_value(v).expect("test pod")
+    }
+
+    #[test]
+    fn milestones_keep_the_first_time_seen() {
+        let book: Book = Arc::default();
+        let t = Instant::now();
+        let later = |ms| t + Duration::from_millis(ms);
+        record(&book, &pod("", None, false), t);
+        record(&book, &pod("host1", Some("Pending"), false), later(10));
+        record(&book, &pod("host1", Some("Running"), false), later(20));
+        record(&book, &pod("host1", Some("Running"), true), later(30));
+        record(&book, &pod("host1", Some("Running"), true), later(40));
+        let m = marks_of(&book, "a").pop().expect("marks");
+        assert_eq!(m.node, "host1");
+        assert_eq!(
+            (m.added, m.scheduled, m.running, m.ready),
+            (Some(t), Some(later(10)), Some(later(20)), Some(later(30)))
+        );
+        let p = phases(t, &[m]);
+        assert_eq!(p["scheduled_to_running"]["p50_ms"], 10.0);
+        assert_eq!(p["start_to_ready"]["max_ms"], 30.0);
     }
 }
