@@ -96,7 +96,15 @@ async fn run(args: &Args) -> anyhow::Result<()> {
                 "etcd" => Some(Etcd::start()?),
                 other => bail!("unknown store {other:?} (embedded or etcd)"),
             };
-            println!("== {store}: {n} pods, {} clients", args.clients);
+            let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+            println!(
+                "== {store}: {n} pods, {} clients (loadavg {})",
+                args.clients,
+                load.split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
             let master = Master::start(&master_bin, etcd.as_ref())?;
             bench(store, &master, etcd.as_ref(), n, args).await?;
         }
@@ -141,13 +149,24 @@ async fn bench(
         println!("{store:9} etcd after create: {}", memory(etcd.child.id())?);
     }
 
+    let cpu = Cpu::now(master.child.id());
     let (t, lat) = timed(&clients, n, move |c, i| get_update(c, i, epoch)).await?;
     report(store, n, t, &lat);
+    cpu.report(store, "get+update", n);
 
+    // One client alone: the latency without queueing behind 15 others.
+    let one = n.min(1000);
+    let (t, lat) = timed(&clients[..1], one, move |c, i| get_update(c, i, epoch)).await?;
+    report(&format!("{store} 1cl"), one, t, &lat);
+
+    let cpu = Cpu::now(master.child.id());
     list_all(store, &clients[0], n, args.lists).await?;
+    cpu.report(store, "LIST", args.lists.max(1) + 1);
     println!("{store:9} master after list: {}", master.memory()?);
 
+    let cpu = Cpu::now(master.child.id());
     watch_updates(store, &clients, n, epoch).await?;
+    cpu.report(store, "get+update+watch", n);
     println!("{store:9} master at end: {}", master.memory()?);
     if let Some(etcd) = etcd {
         println!("{store:9} etcd at end: {}", memory(etcd.child.id())?);
@@ -459,6 +478,50 @@ impl Drop for Master {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time (user+system) of the master and of this bench (the clients).
+struct Cpu {
+    pid: u32,
+    master: f64,
+    bench: f64,
+}
+
+impl Cpu {
+    fn now(pid: u32) -> Cpu {
+        Cpu {
+            pid,
+            master: cpu_seconds(&pid.to_string()),
+            bench: cpu_seconds("self"),
+        }
+    }
+
+    fn report(&self, store: &str, what: &str, ops: usize) {
+        let master = cpu_seconds(&self.pid.to_string()) - self.master;
+        let bench = cpu_seconds("self") - self.bench;
+        println!(
+            "{store:9} {:28} cpu per op: master {:.3} ms, clients {:.3} ms",
+            format!("{what} cpu"),
+            master * 1000.0 / ops as f64,
+            bench * 1000.0 / ops as f64,
+        );
+    }
+}
+
+/// utime + stime of /proc/PID/stat in seconds (0 when unreadable).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th of the whole line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // The kernel's USER_HZ is 100 on Linux.
+    f.iter().sum::<f64>() / 100.0
 }
 
 /// VmRSS and VmHWM of a process, from /proc/PID/status.
