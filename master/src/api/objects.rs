@@ -398,27 +398,54 @@ impl Api {
 
     pub async fn list(&self, t: &Target, req: &Request) -> ApiResult<Resp> {
         let filter = Filter::from_request(req)?;
-        let (items, rev, cont) = self
-            .list_values(t, list_limit(req)?, req.param("continue"), &filter)
-            .await?;
+        let (limit, cont) = (list_limit(req)?, req.param("continue"));
         if req.wants_table() {
+            let (items, rev, cont) = self.list_values(t, limit, cont, &filter).await?;
             return Ok(json(
                 200,
                 &super::table::table(t.info, &items, &rev.to_string(), &cont),
             ));
         }
+        // Each item is written out as soon as it is decoded: holding every
+        // item as a `Value` (and json!'s copy of them) cost ~10x the
+        // response's size in memory and most of the time of a big LIST.
+        let mut items = Vec::with_capacity(64 * 1024);
+        let mut failed = None;
+        let (rev, cont) = self
+            .list_each(t, limit, cont, &filter, |v| {
+                items.push(if items.is_empty() { b'[' } else { b',' });
+                if let Err(e) = serde_json::to_writer(&mut items, &v) {
+                    failed.get_or_insert(e);
+                }
+            })
+            .await?;
+        if let Some(e) = failed {
+            return Err(internal(format!("encoding the list: {e}")));
+        }
+        if items.is_empty() {
+            items.push(b'[');
+        }
+        items.push(b']');
         let mut meta = json!({"resourceVersion": rev.to_string()});
         if !cont.is_empty() {
             meta["continue"] = cont.into();
         }
-        Ok(json(
+        let head = json!({
+            "apiVersion": t.info.api_version(),
+            "kind": t.info.list_kind(),
+            "metadata": meta,
+        });
+        let mut body =
+            serde_json::to_vec(&head).map_err(|e| internal(format!("encoding the list: {e}")))?;
+        // `{...}` becomes `{...,"items":[...]}`.
+        body.pop();
+        body.extend_from_slice(b",\"items\":");
+        body.extend_from_slice(&items);
+        body.push(b'}');
+        Ok(super::response::bytes_response(
             200,
-            &json!({
-                "apiVersion": t.info.api_version(),
-                "kind": t.info.list_kind(),
-                "metadata": meta,
-                "items": items,
-            }),
+            "application/json",
+            body,
         ))
     }
 
@@ -431,6 +458,23 @@ impl Api {
         cont: Option<&str>,
         filter: &Filter,
     ) -> ApiResult<(Vec<Value>, i64, String)> {
+        let mut items = Vec::new();
+        let (rev, cont) = self
+            .list_each(t, limit, cont, filter, |v| items.push(v))
+            .await?;
+        Ok((items, rev, cont))
+    }
+
+    /// Hands each matching object to `each`, in key order; the revision they
+    /// were read at and the continue token of the next page ("" when none).
+    async fn list_each(
+        &self,
+        t: &Target,
+        limit: usize,
+        cont: Option<&str>,
+        filter: &Filter,
+        mut each: impl FnMut(Value) + Send,
+    ) -> ApiResult<(i64, String)> {
         let (mut start, mut revision) = match cont.filter(|c| !c.is_empty()) {
             Some(c) => {
                 let (rev, key) = decode_continue(c)?;
@@ -439,12 +483,12 @@ impl Api {
             None => (None, None),
         };
         let prefix = prefix(t.info, t.namespace.as_deref());
-        let mut items = Vec::new();
+        let mut found = 0;
         loop {
             let want = if limit == 0 {
                 None
             } else {
-                Some(limit - items.len())
+                Some(limit - found)
             };
             let page = self
                 .store
@@ -468,16 +512,17 @@ impl Api {
             for kv in &page.items {
                 let v = decode_stored(kv)?;
                 if filter.matches(&v) {
-                    items.push(v);
+                    found += 1;
+                    each(v);
                 }
             }
-            let full = limit != 0 && items.len() >= limit;
+            let full = limit != 0 && found >= limit;
             if !page.more || full || limit == 0 {
                 let cont = match (&start, page.more && limit != 0) {
                     (Some(k), true) => encode_continue(page.revision, k),
                     _ => String::new(),
                 };
-                return Ok((items, page.revision, cont));
+                return Ok((page.revision, cont));
             }
         }
     }
