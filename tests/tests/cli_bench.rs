@@ -137,7 +137,10 @@ fn broken_and_missing_peers_are_reported_not_hidden() {
     );
     out.assert_ok();
     assert!(out.stdout.contains("host: kernel"), "{out}");
-    assert!(out.stdout.contains("missing podman: /nonexistent/podman"), "{out}");
+    assert!(
+        out.stdout.contains("missing podman: /nonexistent/podman"),
+        "{out}"
+    );
     assert!(out.stdout.contains("failures of runc run"), "{out}");
 }
 

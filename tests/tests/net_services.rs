@@ -215,7 +215,11 @@ impl Lab {
             .output()
             .expect("run bridge link show");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("hairpin on"), "{} not in hairpin mode: {text}", att.veth_host);
+        assert!(
+            text.contains("hairpin on"),
+            "{} not in hairpin mode: {text}",
+            att.veth_host
+        );
         att.ip
     }
 
