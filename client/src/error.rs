@@ -56,7 +56,7 @@ impl From<crate::kubeconfig::Error> for Error {
 
 /// An error with its causes on one line (reqwest hides the TLS or connect
 /// reason in the source chain).
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

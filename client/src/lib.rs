@@ -16,7 +16,7 @@ mod reflector;
 mod watch;
 
 pub use client::Client;
-pub use error::Error;
+pub use error::{chain as error_chain, Error};
 pub use params::{DeleteParams, ListParams, Patch};
 pub use reflector::{Cache, Change, Reflector};
 pub use watch::{WatchEvent, WatchStream};

@@ -82,7 +82,7 @@ impl Client {
     fn send_raw(&self, r: RequestBuilder, what: &str) -> Result<Response, Error> {
         let resp = r
             .send()
-            .map_err(|e| Error::msg(format!("{what}: {}", chain(&e))))?;
+            .map_err(|e| Error::msg(format!("{what}: {}", corral_client::error_chain(&e))))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -183,20 +183,4 @@ impl Client {
         }
         Ok(())
     }
-}
-
-/// An error with its causes on one line (reqwest hides the TLS reason in
-/// the source chain).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
 }

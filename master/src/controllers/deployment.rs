@@ -26,45 +26,11 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 
 use super::replicaset::queue::{Key, Queue};
-use super::replicaset::{events, pods};
+use super::replicaset::{api_err, events, pods, SyncError};
 use super::ControllerConfig;
 
 const RESYNC: Duration = Duration::from_secs(30);
 const COMPONENT: &str = "deployment-controller";
-
-#[derive(Debug, thiserror::Error)]
-pub enum SyncError {
-    #[error("{what} {ns}/{name}: {source}")]
-    Api {
-        what: &'static str,
-        ns: String,
-        name: String,
-        #[source]
-        source: corral_client::Error,
-    },
-}
-
-impl SyncError {
-    pub fn is_conflict(&self) -> bool {
-        match self {
-            SyncError::Api { source, .. } => source.is_conflict(),
-        }
-    }
-}
-
-fn api_err(
-    what: &'static str,
-    ns: &str,
-    name: &str,
-) -> impl FnOnce(corral_client::Error) -> SyncError {
-    let (ns, name) = (ns.to_string(), name.to_string());
-    move |source| SyncError::Api {
-        what,
-        ns,
-        name,
-        source,
-    }
-}
 
 /// Runs the controller forever.
 pub async fn run(client: Client, _cfg: Arc<ControllerConfig>) {

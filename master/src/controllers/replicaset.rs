@@ -52,7 +52,7 @@ impl SyncError {
     }
 }
 
-fn api_err(
+pub(super) fn api_err(
     what: &'static str,
     ns: &str,
     name: &str,
