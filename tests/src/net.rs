@@ -228,3 +228,16 @@ pub fn nft_table(table: &str) -> String {
 pub fn host_link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
+
+/// Deletes `table ip NAME` on drop: a joined agent's Service rules outlive
+/// the agent by design, so a test that runs one removes them itself.
+pub struct NftTableGuard(pub String);
+
+impl Drop for NftTableGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "ip", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use corral_tests::agent::{pod_manifest, sh_container, AgentTest, TOKEN};
 use corral_tests::master::Master;
+use corral_tests::net::NftTableGuard;
 use corral_tests::skip;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -30,19 +31,7 @@ struct Cluster {
     master: Master,
     agent: AgentTest,
     /// Dropped after the agent: its Service rules outlive it by design.
-    services: TableGuard,
-}
-
-/// Deletes the agent's nftables table of Service rules (`table ip NAME`).
-struct TableGuard(String);
-
-impl Drop for TableGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("nft")
-            .args(["delete", "table", "ip", &self.0])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
+    services: NftTableGuard,
 }
 
 /// A master, and an agent numbered `n` joined to it (started).
@@ -66,7 +55,7 @@ fn setup(n: u8) -> Result<Cluster, String> {
     let mut c = Cluster {
         master,
         agent,
-        services: TableGuard(table),
+        services: NftTableGuard(table),
     };
     c.start_agent();
     Ok(c)

@@ -736,6 +736,9 @@ fn log_and_exec_errors_name_the_pod_and_node() {
 #[test]
 fn log_and_exec_reach_the_agent() {
     use corral_tests::agent::{sh_container, AgentTest};
+    // The joined agent's Service rules, in a table of this test's own,
+    // removed after the agent (declared first, dropped last).
+    let table = corral_tests::net::NftTableGuard("crlnodesvc58".into());
     let mut agent = match AgentTest::new(58) {
         Ok(a) => a,
         Err(e) => corral_tests::skip!("{e}"),
@@ -748,6 +751,7 @@ fn log_and_exec_reach_the_agent() {
     std::env::set_var("CORRAL_AGENT_JOIN_TOKEN_FILE", d.join("join-token"));
     std::env::set_var("CORRAL_AGENT_CA_FILE", d.join("pki/ca.crt"));
     std::env::set_var("CORRAL_AGENT_LEASE_RENEW", "1");
+    std::env::set_var("CORRAL_AGENT_SERVICES_TABLE", &table.0);
     agent.start();
     let script =
         "echo hello-from-pod; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done";
