@@ -166,22 +166,8 @@ impl Controller {
     }
 
     async fn sync_and_requeue(&mut self, key: Key) {
-        match self.sync(&key).await {
-            Ok(after) => {
-                self.queue.forget_failures(&key);
-                if let Some(s) = after {
-                    self.queue.add_after(key, s);
-                }
-            }
-            Err(e) => {
-                // Conflicts are the normal outcome of acting on a cache
-                // that is a moment behind: retried, not worth a line.
-                if !e.is_conflict() {
-                    eprintln!("corral-master: deployment controller: {e}");
-                }
-                self.queue.retry(key);
-            }
-        }
+        let outcome = self.sync(&key).await;
+        self.queue.finish(key, outcome, "deployment controller");
     }
 
     async fn sync(&mut self, key: &Key) -> Result<Option<Duration>, SyncError> {

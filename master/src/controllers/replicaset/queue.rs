@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use super::SyncError;
+
 /// An object by (namespace, name).
 pub type Key = (String, String);
 
@@ -61,6 +63,26 @@ impl Queue {
         let exp = (*n - 1).min(9);
         let delay = Duration::from_millis(100 << exp).min(Duration::from_secs(30));
         self.add_after(key, delay);
+    }
+
+    /// After a sync of `key`: requeued when the sync asked to be called
+    /// again, retried with back-off when it failed (a conflict, the normal
+    /// outcome of acting on a cache a moment behind, without a log line).
+    pub fn finish(&mut self, key: Key, outcome: Result<Option<Duration>, SyncError>, who: &str) {
+        match outcome {
+            Ok(after) => {
+                self.forget_failures(&key);
+                if let Some(s) = after {
+                    self.add_after(key, s);
+                }
+            }
+            Err(e) => {
+                if !e.is_conflict() {
+                    eprintln!("corral-master: {who}: {e}");
+                }
+                self.retry(key);
+            }
+        }
     }
 
     pub fn forget_failures(&mut self, key: &Key) {
