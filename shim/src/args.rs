@@ -37,6 +37,11 @@ running after its caller is gone.
   --keep                  leave the runtime's container (stopped) after the exit
   --exit-command PATH     run PATH after the exit is recorded (e.g. cleanup)
   --exit-command-arg ARG  an argument for it (repeatable)
+
+Internal: `corral-shim --finish STATUS --started-at TIME --cgroup-path PATH
+[flags above]` is how the tiny supervisor (the detached shim's steady state,
+exec'd in the same process) hands back the container's raw wait status: it
+writes the exit record, deletes the runtime's state and runs the exit command.
 ";
 
 /// Everything the shim needs to supervise one container.
@@ -60,22 +65,98 @@ pub struct ShimArgs {
     pub exit_command_args: Vec<OsString>,
 }
 
-/// What the command line asked for: supervise, or print help/version.
+/// What the command line asked for: supervise, finish after the tiny
+/// supervisor, or print help/version.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
     Run(Box<ShimArgs>),
+    Finish(Box<ShimArgs>, Finish),
     Help,
     Version,
+}
+
+/// `--finish`: what the supervision learned and the exit record needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Finish {
+    /// init's raw wait status (as wait4 stores it).
+    pub status: i32,
+    pub started_at: String,
+    /// The container's cgroup (relative), for OOM detection.
+    pub cgroup_path: String,
+}
+
+impl Finish {
+    pub const FLAG: &'static str = "--finish";
+
+    /// The argv after `--finish STATUS`: the tiny supervisor puts those
+    /// two in front once init is reaped.
+    pub fn tail(started_at: &str, cgroup_path: &str, args: &ShimArgs) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![
+            "--started-at".into(),
+            started_at.into(),
+            "--cgroup-path".into(),
+            cgroup_path.into(),
+        ];
+        v.extend(args.to_args());
+        v
+    }
+
+    /// The whole argv (without program name) that parses back into
+    /// `Parsed::Finish(args, self)`.
+    pub fn to_args(&self, args: &ShimArgs) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![Self::FLAG.into(), self.status.to_string().into()];
+        v.extend(Self::tail(&self.started_at, &self.cgroup_path, args));
+        v
+    }
+
+    /// Parse what follows `--finish`, then the shim's own flags.
+    fn parse(mut it: impl Iterator<Item = OsString>) -> Result<Parsed> {
+        let mut value = |name: &str| {
+            it.next()
+                .ok_or_else(|| usage(format!("{name} needs a value")))
+        };
+        let status = number(Self::FLAG, value(Self::FLAG)?)?;
+        let mut fin = Finish {
+            status,
+            ..Finish::default()
+        };
+        for (flag, slot) in [
+            ("--started-at", &mut fin.started_at),
+            ("--cgroup-path", &mut fin.cgroup_path),
+        ] {
+            let got = value(flag)?;
+            if got != flag {
+                return Err(usage(format!(
+                    "{} STATUS must be followed by {flag}",
+                    Self::FLAG
+                )));
+            }
+            *slot = utf8(flag, value(flag)?)?;
+        }
+        match ShimArgs::parse_flags(it)? {
+            Parsed::Run(a) => Ok(Parsed::Finish(a, fin)),
+            other => Ok(other),
+        }
+    }
 }
 
 impl ShimArgs {
     /// Parse argv without the program name.
     pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed> {
+        let mut it = argv.into_iter().peekable();
+        if it.peek().is_some_and(|a| a == Finish::FLAG) {
+            it.next();
+            return Finish::parse(it);
+        }
+        Self::parse_flags(it)
+    }
+
+    fn parse_flags(argv: impl Iterator<Item = OsString>) -> Result<Parsed> {
         let mut a = ShimArgs {
             log_max_files: 1,
             ..ShimArgs::default()
         };
-        let mut it = argv.into_iter();
+        let mut it = argv;
         while let Some(flag) = it.next() {
             let flag = flag
                 .to_str()
@@ -289,6 +370,46 @@ mod tests {
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         assert!(parse(&argv).to_string().contains("--sync-fd must be 3"));
         assert!(parse(&["--tty=1"]).to_string().contains("takes no value"));
+    }
+
+    #[test]
+    fn finish_round_trip() {
+        let args = ShimArgs {
+            sync_fd: None,
+            ..full()
+        };
+        let fin = Finish {
+            status: 137 << 8,
+            started_at: "2026-11-26T07:00:00.000000000Z".into(),
+            cgroup_path: "/corral/c1".into(),
+        };
+        assert_eq!(
+            ShimArgs::parse(fin.to_args(&args)).unwrap(),
+            Parsed::Finish(Box::new(args.clone()), fin.clone())
+        );
+        let empty_cgroup = Finish {
+            cgroup_path: String::new(),
+            ..fin.clone()
+        };
+        assert_eq!(
+            ShimArgs::parse(empty_cgroup.to_args(&args)).unwrap(),
+            Parsed::Finish(Box::new(args.clone()), empty_cgroup)
+        );
+        let parse = |v: &[&str]| ShimArgs::parse(v.iter().map(OsString::from)).unwrap_err();
+        assert!(parse(&["--finish"])
+            .to_string()
+            .contains("--finish needs a value"));
+        assert!(parse(&["--finish", "x"])
+            .to_string()
+            .contains("not a valid number"));
+        assert!(parse(&["--finish", "0", "--cgroup-path", "p"])
+            .to_string()
+            .contains("must be followed by --started-at"));
+        assert!(
+            parse(&["--finish", "0", "--started-at", "t", "--cgroup-path", "p"])
+                .to_string()
+                .contains("--id is required")
+        );
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub enum Error {
     #[error("{0}")]
     Reported(Box<Error>),
 
+    /// Not available on this target.
+    #[error("{0}")]
+    Unsupported(&'static str),
+
     /// A file the shim reads (exit record, sync message) is malformed.
     #[error("{what}: {msg}")]
     Format { what: String, msg: String },

@@ -8,8 +8,9 @@ use corral_shim::{args::USAGE, Parsed, ShimArgs};
 const SHIM_FAILED: u8 = 125;
 
 fn main() -> ExitCode {
-    let args = match ShimArgs::parse(std::env::args_os().skip(1)) {
-        Ok(Parsed::Run(a)) => a,
+    let (args, finish) = match ShimArgs::parse(std::env::args_os().skip(1)) {
+        Ok(Parsed::Run(a)) => (a, None),
+        Ok(Parsed::Finish(a, f)) => (a, Some(f)),
         Ok(Parsed::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -23,7 +24,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match corral_shim::run(&args) {
+    let result = match &finish {
+        None => corral_shim::run(&args),
+        Some(f) => corral_shim::finish(&args, f),
+    };
+    match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         // The caller has the message already (and prints it its own way).
         Err(corral_shim::Error::Reported(_)) => ExitCode::from(SHIM_FAILED),

@@ -5,6 +5,14 @@
 //!
 //! Single-threaded on purpose: the runtime library forks the container
 //! init without exec, which is only sound with no other thread around.
+//!
+//! A detached container without a terminal is not pumped here: once it
+//! runs and the caller has its report, this process execs the tiny
+//! supervisor (crate::handoff, shim/tiny/), which runs the same loop in a
+//! static no_std binary and execs `corral-shim --finish` at the end
+//! ([`finish_reaped`]: exit record, cleanup, exit command). The in-process
+//! loop remains for the foreground, for terminals, and as the fallback
+//! when the hand-off fails.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -19,10 +27,11 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::args::ShimArgs;
+use crate::args::{Finish, ShimArgs};
 use crate::cri::{LogWriter, Stream};
 use crate::error::{Context, Error, Result};
 use crate::exit::ExitRecord;
+use crate::handoff::Handoff;
 use crate::sync::Report;
 use crate::term::{ConsoleSocket, RawMode};
 
@@ -84,7 +93,42 @@ pub fn run(args: &ShimArgs) -> Result<i32> {
             eprintln!("corral-shim: {e}");
         }
     }
+    if !args.foreground && !args.tty {
+        // Returns only if the tiny supervisor could not take over.
+        let e = crate::handoff::exec(&args, &started.handoff());
+        eprintln!("corral-shim: tiny supervisor not started ({e}); supervising in-process");
+    }
     finish(&args, &rt, started)
+}
+
+/// `corral-shim --finish`: the tiny supervisor reaped the container and
+/// exec'd us back with its wait status; what the in-process path does
+/// after its poll loop.
+pub fn finish_reaped(args: &ShimArgs, fin: &Finish) -> Result<i32> {
+    let status = WaitStatus::from_raw(Pid::from_raw(0), fin.status)
+        .unwrap_or(WaitStatus::Exited(Pid::from_raw(0), 255));
+    conclude(args, &fin.cgroup_path, &fin.started_at, status, || {
+        if !args.keep {
+            match Runtime::new(&args.runtime_root, false) {
+                Ok(rt) => delete(&rt, args),
+                Err(e) => eprintln!("corral-shim: delete container {:?}: {e}", args.id),
+            }
+        }
+    })
+}
+
+/// Block the forwarded signals and SIGCHLD (the mask survives exec; they
+/// wait as pending for the next supervisor's signalfd) and forward what
+/// the recording handlers caught so far (once: they are cleared).
+pub(crate) fn block_and_forward_early(init: i32) -> Result<()> {
+    signal_set().thread_block().step(|| "block signals")?;
+    let early = EARLY.swap(0, Ordering::SeqCst);
+    for sig in FORWARDED {
+        if early & (1 << sig as i32) != 0 {
+            let _ = nix::sys::signal::kill(Pid::from_raw(init), sig);
+        }
+    }
+    Ok(())
 }
 
 fn setup() -> Result<()> {
@@ -181,6 +225,25 @@ struct Input {
     master: RawFd,
     pending: Vec<u8>,
     eof: bool,
+}
+
+impl Started {
+    fn handoff(&self) -> Handoff<'_> {
+        let fd_of = |stream| {
+            self.outputs
+                .iter()
+                .find(|o| o.stream == stream)
+                .map_or(-1, |o| o.fd.as_raw_fd())
+        };
+        Handoff {
+            init: self.pid.as_raw(),
+            stdout_fd: fd_of(Stream::Stdout),
+            stderr_fd: fd_of(Stream::Stderr),
+            hold_fd: self._stdin_hold.as_ref().map(|f| f.as_raw_fd()),
+            started_at: &self.started_at,
+            cgroup_path: &self.cgroup_path,
+        }
+    }
 }
 
 /// Create + start; on failure nothing of the container is left behind.
@@ -391,8 +454,27 @@ fn finish(args: &ShimArgs, rt: &Runtime, mut s: Started) -> Result<i32> {
             wait_blocking(s.pid)
         }
     };
-    let finished_at = corral_runtime::state::now_rfc3339();
     drop(s.raw.take());
+    let cgroup_path = std::mem::take(&mut s.cgroup_path);
+    let started_at = std::mem::take(&mut s.started_at);
+    conclude(args, &cgroup_path, &started_at, status, || {
+        if !args.keep {
+            delete(rt, args);
+        }
+        drop(s);
+    })
+}
+
+/// After init is reaped: the exit record, then `cleanup` (the runtime's
+/// delete), then the exit command. Returns the exit code.
+fn conclude(
+    args: &ShimArgs,
+    cgroup_path: &str,
+    started_at: &str,
+    status: WaitStatus,
+    cleanup: impl FnOnce(),
+) -> Result<i32> {
+    let finished_at = corral_runtime::state::now_rfc3339();
     let (exit_code, signal) = match status {
         WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
         WaitStatus::Exited(_, code) => (code, None),
@@ -401,20 +483,21 @@ fn finish(args: &ShimArgs, rt: &Runtime, mut s: Started) -> Result<i32> {
     let record = ExitRecord {
         exit_code,
         signal,
-        oom_killed: crate::exit::oom_killed(&s.cgroup_path),
-        started_at: s.started_at.clone(),
+        oom_killed: crate::exit::oom_killed(cgroup_path),
+        started_at: started_at.to_string(),
         finished_at,
     };
     let recorded = record.write(&args.exit_file);
-    if !args.keep {
-        if let Err(e) = rt.delete(&args.id, true) {
-            eprintln!("corral-shim: delete container {:?}: {e}", args.id);
-        }
-    }
-    drop(s);
+    cleanup();
     run_exit_command(args);
     recorded?;
     Ok(exit_code)
+}
+
+fn delete(rt: &Runtime, args: &ShimArgs) {
+    if let Err(e) = rt.delete(&args.id, true) {
+        eprintln!("corral-shim: delete container {:?}: {e}", args.id);
+    }
 }
 
 fn run_exit_command(args: &ShimArgs) {
@@ -625,14 +708,20 @@ fn resize(s: &Started) {
     }
 }
 
-/// Block our signals and read them from a signalfd in the poll loop.
-fn signal_fd() -> Result<SignalFd> {
+/// The signals the poll loop reads from its signalfd.
+fn signal_set() -> SigSet {
     let mut set = SigSet::empty();
     for sig in FORWARDED {
         set.add(sig);
     }
     set.add(Signal::SIGCHLD);
     set.add(Signal::SIGWINCH);
+    set
+}
+
+/// Block our signals and read them from a signalfd in the poll loop.
+fn signal_fd() -> Result<SignalFd> {
+    let set = signal_set();
     set.thread_block().step(|| "block signals")?;
     SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).step(|| "signalfd")
 }

@@ -1,0 +1,269 @@
+//! corral-shim hands a detached, terminal-less container to its tiny
+//! supervisor: the shim's pid runs the embedded no_std binary from a memfd
+//! at well under 1 MiB of RSS, the log is the same CRI log (partial lines,
+//! rotation), forwarded signals reach the container, and `corral-shim
+//! --finish` writes the exit record and removes the runtime's state.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use corral_shim::{cri, ExitRecord, Report, ShimArgs};
+use corral_tests::bundle::Bundle;
+use corral_tests::corral::workspace_binary;
+use corral_tests::host::{self, CGROUP_PARENT};
+use corral_tests::skip;
+
+/// Kills what a failed test leaves: the shim (tiny or not), the
+/// container's processes and cgroups, the runtime's state.
+struct Cleanup {
+    id: String,
+    shim_pid: Option<i32>,
+    root: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.shim_pid.filter(|&p| host::pid_alive(p)) {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for pid in host::marked_processes(&self.id) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for dir in host::existing_test_cgroups(&self.id) {
+            host::remove_cgroup(&dir);
+        }
+        if let Ok(rt) = workspace_binary("corral-runtime") {
+            let _ = Command::new(rt)
+                .arg("--root")
+                .arg(&self.root)
+                .args(["delete", "--force", &self.id])
+                .output();
+        }
+    }
+}
+
+fn status_kib(pid: i32, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    host::status_field(&text, key)?
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// All entries of the log (rotated files first), pieces joined into lines:
+/// (stream, line).
+fn log_lines(log: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    for file in cri::log_files(log) {
+        let text = std::fs::read(&file).unwrap_or_default();
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let e = cri::parse_line(line)
+                .unwrap_or_else(|| panic!("not CRI: {:?}", String::from_utf8_lossy(line)));
+            assert_eq!(e.time.len(), 30, "{}", e.time);
+            assert!(e.time.ends_with('Z'), "{}", e.time);
+            pending.extend_from_slice(e.content);
+            if !e.partial {
+                let text = String::from_utf8_lossy(&pending).into_owned();
+                out.push((e.stream.as_str().to_string(), text));
+                pending.clear();
+            }
+        }
+    }
+    out
+}
+
+fn has_line(log: &Path, stream: &str, text: &str) -> bool {
+    log_lines(log).iter().any(|(s, t)| s == stream && t == text)
+}
+
+/// Whether some log file holds a P entry (a line whose end came later).
+fn has_partial(log: &Path) -> bool {
+    cri::log_files(log).iter().any(|f| {
+        std::fs::read(f)
+            .unwrap_or_default()
+            .split(|&b| b == b'\n')
+            .any(|l| cri::parse_line(l).is_some_and(|e| e.partial))
+    })
+}
+
+const SCRIPT: &str = r#"
+trap 'echo "got TERM"; exit 7' TERM
+printf 'half'
+sleep 0.3
+echo ' and half'
+echo 'to stderr' >&2
+i=0
+while [ $i -lt 40 ]; do echo "filler line $i"; i=$((i+1)); done
+echo ready
+while true; do sleep 0.1; done
+"#;
+
+#[test]
+fn detached_shim_runs_the_tiny_supervisor() {
+    if !host::is_root() {
+        skip!("needs root");
+    }
+    let (shim, _rt) = match (
+        workspace_binary("corral-shim"),
+        workspace_binary("corral-runtime"),
+    ) {
+        (Ok(s), Ok(r)) => (s, r),
+        (Err(e), _) | (_, Err(e)) => skip!("{e}"),
+    };
+    let id = format!("shim-tiny-{}", std::process::id());
+    let dir = tempfile::Builder::new()
+        .prefix("corral-test-shim-tiny-")
+        .tempdir()
+        .expect("tempdir");
+    let mut cleanup = Cleanup {
+        id: id.clone(),
+        shim_pid: None,
+        root: dir.path().join("root"),
+    };
+    let mut bundle = Bundle::new();
+    bundle.sh(SCRIPT);
+    bundle.write_for(&id, &format!("/{CGROUP_PARENT}/{id}"));
+    let log = dir.path().join("ctr.log");
+    let exit_file = dir.path().join("exit.json");
+    let args = ShimArgs {
+        id: id.clone(),
+        bundle: bundle.path().to_path_buf(),
+        runtime_root: cleanup.root.clone(),
+        log: log.clone(),
+        log_max_size: 1024,
+        log_max_files: 3,
+        exit_file: exit_file.clone(),
+        ..ShimArgs::default()
+    };
+    let shim_err = dir.path().join("shim.err");
+
+    let (rd, wr): (OwnedFd, OwnedFd) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe2");
+    let mut cmd = Command::new(&shim);
+    cmd.args(
+        ShimArgs {
+            sync_fd: Some(std::os::fd::AsRawFd::as_raw_fd(&wr)),
+            ..args.clone()
+        }
+        .to_args(),
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(File::create(&shim_err).expect("create shim.err"));
+    corral_shim::sync::pass_fd(&mut cmd, &wr);
+    let status = cmd.status().expect("run corral-shim");
+    drop(wr);
+    assert!(status.success(), "detaching shim: {status}");
+    let report = corral_shim::sync::receive(rd).expect("sync report");
+    let Some(Report::Started { pid, shim_pid }) = report else {
+        panic!(
+            "shim report {report:?}; shim stderr: {}",
+            std::fs::read_to_string(&shim_err).unwrap_or_default()
+        );
+    };
+    cleanup.shim_pid = Some(shim_pid);
+
+    let ready = host::wait_until(Duration::from_secs(20), || {
+        has_line(&log, "stdout", "ready")
+    });
+    assert!(ready, "no 'ready' in the log: {:?}", log_lines(&log));
+
+    // The shim's pid now runs the tiny binary, small.
+    let exe = std::fs::read_link(format!("/proc/{shim_pid}/exe")).expect("shim exe");
+    let exe = exe.to_string_lossy().into_owned();
+    assert!(
+        exe.starts_with("/memfd:corral-shim-tiny"),
+        "shim exe: {exe}"
+    );
+    let rss = status_kib(shim_pid, "VmRSS").expect("shim VmRSS");
+    eprintln!("shim {shim_pid}: exe {exe}, VmRSS {rss} kB");
+    assert!(rss < 1024, "tiny supervisor RSS {rss} kB");
+    let cmdline = std::fs::read(format!("/proc/{shim_pid}/cmdline")).expect("cmdline");
+    let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+    assert!(
+        argv0.ends_with(b"corral-shim"),
+        "{:?}",
+        String::from_utf8_lossy(argv0)
+    );
+    // The container is still the shim's child.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("init stat");
+    let ppid: i32 = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("ppid");
+    assert_eq!(ppid, shim_pid, "container init's parent");
+
+    // The CRI log: a line written in two pieces, both streams, rotation.
+    assert!(
+        has_partial(&log),
+        "no P entry in {:?}",
+        cri::log_files(&log)
+    );
+    assert!(
+        has_line(&log, "stdout", "half and half"),
+        "{:?}",
+        log_lines(&log)
+    );
+    assert!(
+        has_line(&log, "stderr", "to stderr"),
+        "{:?}",
+        log_lines(&log)
+    );
+    let files = cri::log_files(&log);
+    assert_eq!(files.len(), 3, "rotated files: {files:?}");
+    for f in &files {
+        let len = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+        assert!(len <= 1024, "{} is {len} bytes", f.display());
+    }
+    assert!(has_line(&log, "stdout", "filler line 39"));
+
+    // SIGTERM to the shim reaches the container, which exits 7.
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(shim_pid, libc::SIGTERM) }, 0);
+    let mut record = None;
+    host::wait_until(Duration::from_secs(20), || {
+        record = ExitRecord::read(&exit_file).ok().flatten();
+        record.is_some()
+    });
+    let record = record.unwrap_or_else(|| {
+        panic!(
+            "no exit record; shim stderr: {}",
+            std::fs::read_to_string(&shim_err).unwrap_or_default()
+        )
+    });
+    assert_eq!((record.exit_code, record.signal), (7, None), "{record:?}");
+    assert!(!record.oom_killed);
+    assert!(record.started_at < record.finished_at, "{record:?}");
+    assert!(
+        has_line(&log, "stdout", "got TERM"),
+        "{:?}",
+        log_lines(&log)
+    );
+
+    // --finish deleted the runtime's state and the shim is gone.
+    let gone = host::wait_until(Duration::from_secs(10), || {
+        !host::pid_alive(shim_pid) && !cleanup.root.join(&id).exists()
+    });
+    assert!(
+        gone,
+        "shim {shim_pid} or state {} left",
+        cleanup.root.join(&id).display()
+    );
+    for f in cri::log_files(&log) {
+        eprintln!(
+            "{}:\n{}",
+            f.display(),
+            std::fs::read_to_string(&f).unwrap_or_default()
+        );
+    }
+    let err = std::fs::read_to_string(&shim_err).unwrap_or_default();
+    assert_eq!(err, "", "shim stderr");
+}
