@@ -19,7 +19,7 @@ use super::request::Request;
 use super::response::{json, ApiError, ApiResult, Resp};
 use super::route::Target;
 use super::Api;
-use crate::store::{KeyValue, ListOptions, StoreError};
+use crate::store::{KeyValue, StoreError};
 
 /// Namespaces that exist from the start and may not be deleted.
 pub const SYSTEM_NAMESPACES: &[&str] =
@@ -382,18 +382,35 @@ impl Api {
 
     pub async fn get(&self, t: &Target, req: &Request, name: &str) -> ApiResult<Resp> {
         let ns = t.namespace.as_deref().unwrap_or("");
+        if t.subresource.as_deref() != Some("scale") && !req.wants_table() {
+            return self.get_raw(t.info, ns, name).await;
+        }
         let stored = self.get_stored(t.info, ns, name).await?;
         if t.subresource.as_deref() == Some("scale") {
             return Ok(json(200, &scale_view(t.info, &stored.value)));
         }
-        if req.wants_table() {
-            let rev = stored.kv.mod_revision;
-            return Ok(json(
-                200,
-                &super::table::table(t.info, &[stored.value], &rev.to_string(), ""),
-            ));
-        }
-        Ok(json(200, &stored.value))
+        let rev = stored.kv.mod_revision;
+        Ok(json(
+            200,
+            &super::table::table(t.info, &[stored.value], &rev.to_string(), ""),
+        ))
+    }
+
+    /// GET of the object as stored, its resourceVersion spliced in.
+    async fn get_raw(&self, info: &ResourceInfo, ns: &str, name: &str) -> ApiResult<Resp> {
+        let kv = self
+            .store
+            .get(&key(info, ns, name))
+            .await
+            .map_err(|e| store_error(e, info, name))?
+            .ok_or_else(|| ApiError::from(Status::not_found(info.group, info.plural, name)))?;
+        let mut body = Vec::with_capacity(kv.value.len() + 40);
+        write_stored(&kv, kv.mod_revision, &mut body)?;
+        Ok(super::response::bytes_response(
+            200,
+            "application/json",
+            body,
+        ))
     }
 
     pub async fn list(&self, t: &Target, req: &Request) -> ApiResult<Resp> {
@@ -406,47 +423,15 @@ impl Api {
                 &super::table::table(t.info, &items, &rev.to_string(), &cont),
             ));
         }
-        // Each item is written out as soon as it is decoded: holding every
-        // item as a `Value` (and json!'s copy of them) cost ~10x the
-        // response's size in memory and most of the time of a big LIST.
-        let mut items = Vec::with_capacity(64 * 1024);
-        let mut failed = None;
-        let (rev, cont) = self
-            .list_each(t, limit, cont, &filter, |v| {
-                items.push(if items.is_empty() { b'[' } else { b',' });
-                if let Err(e) = serde_json::to_writer(&mut items, &v) {
-                    failed.get_or_insert(e);
-                }
-            })
-            .await?;
-        if let Some(e) = failed {
-            return Err(internal(format!("encoding the list: {e}")));
-        }
-        if items.is_empty() {
-            items.push(b'[');
-        }
-        items.push(b']');
-        let mut meta = json!({"resourceVersion": rev.to_string()});
-        if !cont.is_empty() {
-            meta["continue"] = cont.into();
-        }
-        let head = json!({
-            "apiVersion": t.info.api_version(),
-            "kind": t.info.list_kind(),
-            "metadata": meta,
-        });
-        let mut body =
-            serde_json::to_vec(&head).map_err(|e| internal(format!("encoding the list: {e}")))?;
-        // `{...}` becomes `{...,"items":[...]}`.
-        body.pop();
-        body.extend_from_slice(b",\"items\":");
-        body.extend_from_slice(&items);
-        body.push(b'}');
-        Ok(super::response::bytes_response(
-            200,
-            "application/json",
-            body,
-        ))
+        super::list::list_raw(
+            self.store.clone(),
+            t.info,
+            t.namespace.as_deref(),
+            limit,
+            cont,
+            filter,
+        )
+        .await
     }
 
     /// The matching objects, the revision they were read at and the
@@ -475,56 +460,22 @@ impl Api {
         filter: &Filter,
         mut each: impl FnMut(Value) + Send,
     ) -> ApiResult<(i64, String)> {
-        let (mut start, mut revision) = match cont.filter(|c| !c.is_empty()) {
-            Some(c) => {
-                let (rev, key) = decode_continue(c)?;
-                (Some(key), Some(rev))
-            }
-            None => (None, None),
-        };
-        let prefix = prefix(t.info, t.namespace.as_deref());
-        let mut found = 0;
-        loop {
-            let want = if limit == 0 {
-                None
-            } else {
-                Some(limit - found)
-            };
-            let page = self
-                .store
-                .list(
-                    &prefix,
-                    ListOptions {
-                        start_after: start.clone(),
-                        limit: want,
-                        revision,
-                    },
-                )
-                .await
-                .map_err(|e| match e {
-                    StoreError::Compacted { .. } => ApiError::from(Status::expired(
-                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-                    )),
-                    other => store_error(other, t.info, ""),
-                })?;
-            revision = Some(page.revision);
-            start = page.items.last().map(|kv| kv.key.clone()).or(start);
-            for kv in &page.items {
-                let v = decode_stored(kv)?;
-                if filter.matches(&v) {
-                    found += 1;
-                    each(v);
+        let mut pager = super::list::Pager::new(
+            self.store.clone(),
+            t.info,
+            t.namespace.as_deref(),
+            limit,
+            cont,
+        )?;
+        while let Some(page) = pager.next().await? {
+            for kv in &page {
+                if filter.matches_stored(kv)? {
+                    pager.found(1);
+                    each(decode_stored(kv)?);
                 }
             }
-            let full = limit != 0 && found >= limit;
-            if !page.more || full || limit == 0 {
-                let cont = match (&start, page.more && limit != 0) {
-                    (Some(k), true) => encode_continue(page.revision, k),
-                    _ => String::new(),
-                };
-                return Ok((page.revision, cont));
-            }
         }
+        Ok((pager.revision(), pager.continue_token()))
     }
 
     pub async fn update(&self, t: &Target, req: &Request, name: &str) -> ApiResult<Resp> {
@@ -912,7 +863,7 @@ fn apply_scale(info: &ResourceInfo, old: &Value, scale: Value) -> ApiResult<Valu
     updated_value(info, old, v, None, &name)
 }
 
-fn list_limit(req: &Request) -> ApiResult<usize> {
+pub(super) fn list_limit(req: &Request) -> ApiResult<usize> {
     match req.param("limit") {
         Some(l) => l
             .parse::<usize>()
@@ -921,12 +872,12 @@ fn list_limit(req: &Request) -> ApiResult<usize> {
     }
 }
 
-fn encode_continue(revision: i64, key: &str) -> String {
+pub(super) fn encode_continue(revision: i64, key: &str) -> String {
     let token = json!({"rv": revision, "start": key}).to_string();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
 }
 
-fn decode_continue(token: &str) -> ApiResult<(i64, String)> {
+pub(super) fn decode_continue(token: &str) -> ApiResult<(i64, String)> {
     let bad = || bad_request(format!("invalid continue token {token:?}"));
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
@@ -942,15 +893,27 @@ fn decode_continue(token: &str) -> ApiResult<(i64, String)> {
 pub struct Filter {
     labels: Selector,
     fields: FieldSelector,
+    /// The JSON paths the selectors read (see [`Filter::matches_stored`]).
+    paths: Vec<Vec<String>>,
 }
 
 impl Filter {
+    pub fn new(labels: Selector, fields: FieldSelector) -> Filter {
+        let mut f = Filter {
+            labels,
+            fields,
+            paths: Vec::new(),
+        };
+        f.paths = f.compute_paths();
+        f
+    }
+
     pub fn from_request(req: &Request) -> ApiResult<Filter> {
         let labels = Selector::parse(req.param("labelSelector").unwrap_or(""))
             .map_err(|e| bad_request(format!("unable to parse requirement: {e}")))?;
         let fields = FieldSelector::parse(req.param("fieldSelector").unwrap_or(""))
             .map_err(|e| bad_request(e.to_string()))?;
-        Ok(Filter { labels, fields })
+        Ok(Filter::new(labels, fields))
     }
 
     /// Also requires `metadata.name=name` (a watch of one object).
@@ -962,7 +925,35 @@ impl Filter {
                 op: corral_api::meta::FieldOp::Equals,
                 value: name.into(),
             });
+        self.paths = self.compute_paths();
         self
+    }
+
+    fn compute_paths(&self) -> Vec<Vec<String>> {
+        let mut paths: Vec<Vec<String>> = Vec::new();
+        if !self.labels.is_empty() {
+            paths.push(vec!["metadata".into(), "labels".into()]);
+        }
+        for r in &self.fields.requirements {
+            paths.push(r.field.split('.').map(str::to_string).collect());
+        }
+        paths
+    }
+
+    /// True when every object matches (no selector at all).
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// Whether the stored object matches, reading only the fields the
+    /// selectors compare (the rest is skipped, not decoded).
+    pub fn matches_stored(&self, kv: &KeyValue) -> ApiResult<bool> {
+        if self.is_empty() {
+            return Ok(true);
+        }
+        let picked = super::rawjson::pick(&kv.value, &self.paths)
+            .map_err(|e| internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
+        Ok(self.matches(&picked))
     }
 
     pub fn matches(&self, v: &Value) -> bool {
@@ -983,6 +974,18 @@ impl Filter {
             }
         })
     }
+}
+
+/// Appends the stored object with resourceVersion `rv` to `out`: spliced
+/// into the stored bytes, or (for a record the splice refuses) decoded,
+/// given the resourceVersion and encoded again.
+pub fn write_stored(kv: &KeyValue, rv: i64, out: &mut Vec<u8>) -> ApiResult<()> {
+    if super::rawjson::splice_rv(&kv.value, rv, out).is_ok() {
+        return Ok(());
+    }
+    let mut v = decode_stored(kv)?;
+    set_rv(&mut v, rv);
+    serde_json::to_writer(out, &v).map_err(|e| internal(format!("encoding {}: {e}", kv.key)))
 }
 
 /// The value of a dotted field path as a field selector compares it ("" when unset).
@@ -1052,9 +1055,11 @@ mod tests {
     fn filters() {
         let pod = json!({"metadata": {"name": "a", "namespace": "default", "labels": {"app": "web"}},
                          "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
-        let f = |l: &str, fs: &str| Filter {
-            labels: Selector::parse(l).unwrap(),
-            fields: FieldSelector::parse(fs).unwrap(),
+        let f = |l: &str, fs: &str| {
+            Filter::new(
+                Selector::parse(l).unwrap(),
+                FieldSelector::parse(fs).unwrap(),
+            )
         };
         assert!(f("app=web", "spec.nodeName=n1").matches(&pod));
         assert!(!f("app=db", "").matches(&pod));

@@ -18,13 +18,13 @@ use hyper::Response;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::objects::{decode_stored, meta_str, prefix, set_rv, Filter};
+use super::objects::{decode_stored, meta_str, prefix, set_rv, write_stored, Filter};
 use super::request::Request;
 use super::response::{ApiResult, ChannelBody, Resp};
 use super::route::Target;
 use super::table;
 use super::Api;
-use crate::store::{Event, StoreError, WatchStream};
+use crate::store::{Event, KeyValue, StoreError, WatchStream};
 
 /// kube-apiserver's --min-request-timeout: watches end after this by default.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -47,6 +47,28 @@ impl Sink {
         };
         let mut line = json!({"type": type_, "object": object}).to_string();
         line.push('\n');
+        self.tx.send(Bytes::from(line)).await.is_ok()
+    }
+
+    /// A stored object at `rv` as the event's object: spliced into the line
+    /// as stored, unless the watcher wants Tables.
+    async fn send_stored(&self, type_: &str, kv: &KeyValue, rv: i64) -> bool {
+        if self.table {
+            let Ok(mut v) = decode_stored(kv) else {
+                return true;
+            };
+            set_rv(&mut v, rv);
+            return self.send(type_, v).await;
+        }
+        let mut line = Vec::with_capacity(kv.value.len() + 64);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(type_.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        if write_stored(kv, rv, &mut line).is_err() {
+            // Undecodable records were skipped before too.
+            return true;
+        }
+        line.extend_from_slice(b"}\n");
         self.tx.send(Bytes::from(line)).await.is_ok()
     }
 
@@ -156,8 +178,8 @@ async fn follow(
                 }
                 Some(Ok(ev)) => {
                     last = ev.revision();
-                    if let Some((type_, object)) = convert(&ev, &filter) {
-                        if !sink.send(type_, object).await {
+                    if let Some((type_, kv, rv)) = convert(&ev, &filter) {
+                        if !sink.send_stored(type_, kv, rv).await {
                             return;
                         }
                     }
@@ -167,27 +189,25 @@ async fn follow(
     }
 }
 
-/// The event a watcher with `filter` sees for a store change, if any.
-fn convert(ev: &Event, filter: &Filter) -> Option<(&'static str, Value)> {
+/// The event a watcher with `filter` sees for a store change, if any: its
+/// type, the stored object it carries and that object's resourceVersion.
+/// Only the fields the selectors compare are decoded.
+fn convert<'e>(ev: &'e Event, filter: &Filter) -> Option<(&'static str, &'e KeyValue, i64)> {
     match ev {
         Event::Put { kv, prev } => {
-            let new = decode_stored(kv).ok()?;
-            let now = filter.matches(&new);
-            let before = prev
-                .as_ref()
-                .and_then(|p| decode_stored(p).ok())
-                .map(|p| filter.matches(&p));
-            match (before, now) {
-                (None | Some(false), true) => Some(("ADDED", new)),
-                (Some(true), true) => Some(("MODIFIED", new)),
-                (Some(true), false) => Some(("DELETED", new)),
-                (_, false) => None,
-            }
+            let now = filter.matches_stored(kv).ok()?;
+            let before = prev.as_ref().and_then(|p| filter.matches_stored(p).ok());
+            let type_ = match (before, now) {
+                (None | Some(false), true) => "ADDED",
+                (Some(true), true) => "MODIFIED",
+                (Some(true), false) => "DELETED",
+                (_, false) => return None,
+            };
+            Some((type_, kv, kv.mod_revision))
         }
-        Event::Delete { prev, revision } => {
-            let mut old = decode_stored(prev).ok()?;
-            set_rv(&mut old, *revision);
-            filter.matches(&old).then_some(("DELETED", old))
-        }
+        Event::Delete { prev, revision } => filter
+            .matches_stored(prev)
+            .ok()?
+            .then_some(("DELETED", prev, *revision)),
     }
 }
