@@ -87,11 +87,17 @@ fn try_exec(
     inherited: &[RawFd],
 ) -> Result<std::convert::Infallible> {
     use crate::error::Context;
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
     use std::io::Write;
-    let memfd = nix::sys::memfd::memfd_create(
-        c"corral-shim-tiny",
-        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
-    )
+    // MFD_EXEC (Linux 6.3) keeps the memfd executable where the
+    // vm.memfd_noexec sysctl would make it noexec; older kernels refuse
+    // the flag (EINVAL) and have no such sysctl.
+    const MFD_EXEC: MemFdCreateFlag = MemFdCreateFlag::from_bits_retain(0x10);
+    let name = c"corral-shim-tiny";
+    let memfd = match memfd_create(name, MemFdCreateFlag::MFD_CLOEXEC | MFD_EXEC) {
+        Err(nix::errno::Errno::EINVAL) => memfd_create(name, MemFdCreateFlag::MFD_CLOEXEC),
+        other => other,
+    }
     .step(|| "memfd_create for the tiny supervisor")?;
     let mut file = std::fs::File::from(memfd);
     file.write_all(tiny)

@@ -61,6 +61,10 @@ fn prepare(w: &Work) {
     if let Err(e) = sys::ignore(SIGPIPE) {
         say_errno(&[b"corral-shim: ignore SIGPIPE"], e);
     }
+    // exec from an fd named us after its number.
+    if let Some(name) = CStr::new(b"corral-shim\0") {
+        let _ = sys::set_name(name);
+    }
     if let Err(e) = sys::set_child_subreaper() {
         say_errno(&[b"corral-shim: prctl(PR_SET_CHILD_SUBREAPER)"], e);
     }

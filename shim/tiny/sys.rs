@@ -202,6 +202,13 @@ pub fn set_cloexec(fd: i32) -> SysResult {
     check(unsafe { syscall(SYS_FCNTL, [fd as usize, F_SETFD, FD_CLOEXEC, 0, 0]) })
 }
 
+/// Set the thread's name (comm, as `ps -e` and `top` show it).
+pub fn set_name(name: CStr) -> SysResult {
+    const PR_SET_NAME: usize = 15;
+    // SAFETY: name is NUL-terminated; the kernel copies at most 16 bytes.
+    check(unsafe { syscall(SYS_PRCTL, [PR_SET_NAME, name.ptr(), 0, 0, 0]) })
+}
+
 pub fn set_child_subreaper() -> SysResult {
     const PR_SET_CHILD_SUBREAPER: usize = 36;
     // SAFETY: no memory is passed.

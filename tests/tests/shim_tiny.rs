@@ -93,6 +93,26 @@ fn has_partial(log: &Path) -> bool {
     })
 }
 
+/// Our fds above stdio without close-on-exec (e.g. cargo's jobserver
+/// pipe): every child inherits them, the shim included.
+fn inherited_fds() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fdinfo") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) > Some(2))
+        .filter(|e| {
+            let info = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok());
+            flags.is_some_and(|f| f & libc::O_CLOEXEC as u32 == 0)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 const SCRIPT: &str = r#"
 trap 'echo "got TERM"; exit 7' TERM
 printf 'half'
@@ -192,6 +212,32 @@ fn detached_shim_runs_the_tiny_supervisor() {
         "{:?}",
         String::from_utf8_lossy(argv0)
     );
+    let comm = std::fs::read_to_string(format!("/proc/{shim_pid}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "corral-shim");
+    // It holds stdio, the two pipes, the log, the signalfd and the shim's
+    // own executable (to exec --finish): nothing leaked from the std shim.
+    let ours = inherited_fds();
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{shim_pid}/fd"))
+        .expect("shim fds")
+        .flatten()
+        .filter(|e| !ours.contains(&e.file_name().to_string_lossy().into_owned()))
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    let pipes = fds.iter().filter(|f| f.starts_with("pipe:")).count();
+    let others: Vec<&String> = fds.iter().filter(|f| !f.starts_with("pipe:")).collect();
+    let mut want = vec![
+        "/dev/null".to_string(),
+        "/dev/null".to_string(),
+        log.display().to_string(),
+        shim.display().to_string(),
+        shim_err.display().to_string(),
+        "anon_inode:[signalfd]".to_string(),
+    ];
+    want.sort();
+    let want: Vec<&String> = want.iter().collect();
+    assert_eq!((pipes, others), (2, want), "shim fds");
     // The container is still the shim's child.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("init stat");
     let ppid: i32 = stat[stat.rfind(')').unwrap() + 2..]
