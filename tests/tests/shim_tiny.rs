@@ -227,7 +227,7 @@ fn detached_shim_runs_the_tiny_supervisor() {
     fds.sort();
     let pipes = fds.iter().filter(|f| f.starts_with("pipe:")).count();
     let others: Vec<&String> = fds.iter().filter(|f| !f.starts_with("pipe:")).collect();
-    let mut want = vec![
+    let mut want = [
         "/dev/null".to_string(),
         "/dev/null".to_string(),
         log.display().to_string(),
