@@ -1011,7 +1011,32 @@ mod devfilter {
 
 /// (controllers, mount point) for each mounted v1 hierarchy, e.g.
 /// ("cpu,cpuacct", "/sys/fs/cgroup/cpu,cpuacct"), ("name=systemd", ...).
-fn v1_hierarchies() -> Result<Vec<(String, PathBuf)>> {
+///
+/// Read from mountinfo once per process and kept: the kernel prints the
+/// whole mount table for every read, and a node running 100 pods has ~500
+/// mounts (overlays, namespace binds), which made the 5 reads of one
+/// container start (shim and init) cost ~14 ms of CPU. The runtime's
+/// processes are short-lived or exec soon (the shim after `start`), and
+/// `create` fills this before forking init, which inherits it.
+pub(crate) fn v1_hierarchies() -> Result<Vec<(String, PathBuf)>> {
+    static HIERARCHIES: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+    if let Some(h) = HIERARCHIES.get() {
+        return Ok(h.clone());
+    }
+    let h = read_v1_hierarchies()?;
+    Ok(HIERARCHIES.get_or_init(|| h).clone())
+}
+
+/// Learn the cgroup version and v1 hierarchies now, so that a process
+/// forked afterwards (the container init) does not read mountinfo again.
+/// Errors are left for the call that needs the hierarchies to report.
+pub fn prime() {
+    if version() == CgroupVersion::V1 {
+        let _ = v1_hierarchies();
+    }
+}
+
+fn read_v1_hierarchies() -> Result<Vec<(String, PathBuf)>> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
     for m in cgroups_rs::fs::hierarchies::mountinfo_self() {
         if !m.mount_point.starts_with(CGROUP_ROOT) {
@@ -1467,7 +1492,7 @@ impl ContainerCgroup {
             self.apply_unified(u)?;
         }
         if creating || r.devices().is_some() {
-            self.apply_devices(r.devices().as_ref(), &mut mgr)?;
+            self.apply_devices(r.devices().as_ref())?;
         }
         Ok(())
     }
@@ -1775,45 +1800,31 @@ impl ContainerCgroup {
         Ok(())
     }
 
-    fn apply_devices(
-        &self,
-        spec: Option<&Vec<LinuxDeviceCgroup>>,
-        mgr: &mut Option<FsManager>,
-    ) -> Result<()> {
+    fn apply_devices(&self, spec: Option<&Vec<LinuxDeviceCgroup>>) -> Result<()> {
         let rules = effective_device_rules(spec)?;
         if self.v2 {
             return devfilter::apply(&self.dirs[0].1, &DevPolicy::from_rules(&rules));
         }
-        if self.dir_of("devices").is_none() {
-            return Err(CgroupError::Unsupported {
+        let dir = self
+            .dir_of("devices")
+            .ok_or_else(|| CgroupError::Unsupported {
                 path: self.path.clone(),
                 what: "the devices controller is not mounted, so device rules cannot be enforced"
                     .into(),
-            });
+            })?;
+        // Written here rather than through cgroups-rs, whose manager reads
+        // mountinfo twice to find the hierarchies we already know (and
+        // takes absent numbers as 0 where the kernel wants `*`).
+        for r in &rules {
+            let file = if r.allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
+            write_file(dir, file, &r.v1_line())?;
         }
-        // cgroups-rs takes absent numbers as 0: spell out the wildcards.
-        let list: Vec<LinuxDeviceCgroup> = rules.iter().map(to_spec_rule).collect();
-        let mut part = LinuxResources::default();
-        part.set_devices(Some(list));
-        self.set_via_lib("devices", &part, mgr)
+        Ok(())
     }
-}
-
-fn to_spec_rule(r: &DevRule) -> LinuxDeviceCgroup {
-    let typ = match r.kind {
-        'b' => LinuxDeviceType::B,
-        'c' => LinuxDeviceType::C,
-        _ => LinuxDeviceType::A,
-    };
-    let acc = r.v1_line();
-    let access = acc.rsplit(' ').next().unwrap_or("rwm").to_string();
-    let mut d = LinuxDeviceCgroup::default();
-    d.set_allow(r.allow)
-        .set_typ(Some(typ))
-        .set_major(Some(r.major.map_or(-1, i64::from)))
-        .set_minor(Some(r.minor.map_or(-1, i64::from)))
-        .set_access(Some(access));
-    d
 }
 
 /// Signal every process in the cgroup. The cgroup is frozen meanwhile so
@@ -2107,9 +2118,6 @@ mod tests {
         assert_eq!(DEFAULT_DEVICE_RULES[0].v1_line(), "c *:* m");
         assert_eq!(DevRule::allow_char(136, None).v1_line(), "c 136:* rwm");
         assert_eq!(DENY_ALL.v1_line(), "a *:* rwm");
-        let spec = to_spec_rule(&DevRule::allow_char(136, None));
-        assert_eq!((spec.major(), spec.minor()), (Some(136), Some(-1)));
-        assert_eq!(spec.access().as_deref(), Some("rwm"));
     }
 
     #[test]

@@ -93,6 +93,9 @@ impl Runtime {
             .as_deref()
             .map(crate::console::connect)
             .transpose()?;
+        // Init is forked below and inherits what this learns (no mount table
+        // reads of its own for the cgroup mount).
+        cgroups::prime();
         let (parent, child) = sync::pair()?;
         let args = InitArgs {
             id: &entry.id,

@@ -87,7 +87,11 @@ pub fn prepare(spec: &Spec, ctx: &RootfsContext) -> crate::Result<()> {
     let propagation = root_propagation(spec)?.unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     do_mount(None, Path::new("/"), None, propagation, None)
         .step(|| format!("set propagation {propagation:?} on /"))?;
-    make_parent_private(&rootfs)?;
+    // After a recursive slave/private/unbindable change nothing is shared
+    // any more: skip reading the host's (long) mount table to check.
+    if !propagation.contains(MsFlags::MS_REC) || propagation.contains(MsFlags::MS_SHARED) {
+        make_parent_private(&rootfs)?;
+    }
     do_mount(
         Some(&rootfs),
         &rootfs,

@@ -494,10 +494,27 @@ fn link_comounted(dir: &Path, name: &str) -> io::Result<()> {
 /// (directory name under the cgroup mount, host path of the container's cgroup) for each
 /// distinct v1 hierarchy among `paths`, the name taken from the host's mount point.
 fn hierarchies(paths: &[(String, PathBuf)]) -> crate::Result<Vec<(String, PathBuf)>> {
+    // "" is the cgroup2 hierarchy of a hybrid host, left out (see below).
+    let paths: Vec<(String, PathBuf)> = paths
+        .iter()
+        .filter(|(c, _)| !c.is_empty())
+        .cloned()
+        .collect();
     if paths.is_empty() {
         return Ok(Vec::new());
     }
-    hierarchies_in(&mountinfo::read()?, paths)
+    // The hierarchies the runtime found before forking init, rather than
+    // another read of the host's whole mount table.
+    let mounts: Vec<mountinfo::MountInfo> = crate::cgroups::v1_hierarchies()?
+        .into_iter()
+        .map(|(_, mount_point)| mountinfo::MountInfo {
+            root: PathBuf::from("/"),
+            mount_point,
+            optional: Vec::new(),
+            fstype: "cgroup".into(),
+        })
+        .collect();
+    hierarchies_in(&mounts, &paths)
 }
 
 /// The cgroup2 hierarchy of a hybrid host is left out, as runc does: the container
