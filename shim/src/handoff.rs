@@ -9,12 +9,19 @@
 //! the forwarded signals and SIGCHLD stay blocked across it, so none is
 //! lost before the tiny supervisor's signalfd reads them.
 
+#![cfg_attr(not(corral_tiny), allow(dead_code))]
+
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 
 use crate::args::{Finish, ShimArgs};
 use crate::error::{Error, Result};
+
+/// Arguments the tiny supervisor takes at most (shim/tiny/sys.rs MAX_ARGS;
+/// it has no allocator). More (many --exit-command-arg) keep the
+/// supervision in-process.
+const TINY_MAX_ARGS: usize = 256;
 
 /// What the tiny supervisor needs of a started container.
 pub(crate) struct Handoff<'a> {
@@ -112,6 +119,12 @@ fn try_exec(
         .next()
         .unwrap_or_else(|| "corral-shim".into());
     let argv = cstrings(tiny_argv(argv0, args, h, shim.as_raw_fd()))?;
+    if argv.len() > TINY_MAX_ARGS {
+        return Err(Error::Format {
+            what: "tiny supervisor argv".into(),
+            msg: format!("{} arguments, it takes {TINY_MAX_ARGS} at most", argv.len()),
+        });
+    }
     let env = cstrings(
         std::env::vars_os()
             .map(|(k, v)| {
@@ -159,6 +172,11 @@ mod tests {
     use super::*;
     use crate::tiny::args::{parse, FINISH_AT};
     use crate::tiny::sys::CStr;
+
+    #[test]
+    fn argv_limit_is_the_tiny_supervisors() {
+        assert_eq!(TINY_MAX_ARGS, crate::tiny::sys::MAX_ARGS);
+    }
 
     #[test]
     fn the_tiny_supervisor_parses_our_argv() {

@@ -105,6 +105,8 @@ pub fn run(args: &ShimArgs) -> Result<i32> {
 /// exec'd us back with its wait status; what the in-process path does
 /// after its poll loop.
 pub fn finish_reaped(args: &ShimArgs, fin: &Finish) -> Result<i32> {
+    // Exec'd from an fd, the kernel named us after its number.
+    let _ = nix::sys::prctl::set_name(c"corral-shim");
     let status = WaitStatus::from_raw(Pid::from_raw(0), fin.status)
         .unwrap_or(WaitStatus::Exited(Pid::from_raw(0), 255));
     conclude(args, &fin.cgroup_path, &fin.started_at, status, || {
