@@ -14,7 +14,6 @@ use corral_shim::{cri, ExitRecord, Report, ShimArgs};
 use corral_tests::bundle::Bundle;
 use corral_tests::corral::workspace_binary;
 use corral_tests::host::{self, CGROUP_PARENT};
-use corral_tests::skip;
 
 /// Kills what a failed test leaves: the shim (tiny or not), the
 /// container's processes and cgroups, the runtime's state.
@@ -22,6 +21,8 @@ struct Cleanup {
     id: String,
     shim_pid: Option<i32>,
     root: PathBuf,
+    /// Mounts under it (the small tmpfs) are detached.
+    dir: PathBuf,
 }
 
 impl Drop for Cleanup {
@@ -44,6 +45,7 @@ impl Drop for Cleanup {
                 .args(["delete", "--force", &self.id])
                 .output();
         }
+        host::unmount_under(&self.dir);
     }
 }
 
@@ -125,79 +127,139 @@ echo ready
 while true; do sleep 0.1; done
 "#;
 
+/// One container under a detached corral-shim, in a temp dir.
+struct Setup {
+    shim: PathBuf,
+    args: ShimArgs,
+    shim_err: PathBuf,
+    cleanup: Cleanup,
+    _bundle: Bundle,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// None (after saying why) when the test cannot run here.
+    fn new(name: &str, script: &str) -> Option<Setup> {
+        if !host::is_root() {
+            eprintln!("SKIPPED [{name}]: needs root");
+            return None;
+        }
+        let shim = match (
+            workspace_binary("corral-shim"),
+            workspace_binary("corral-runtime"),
+        ) {
+            (Ok(s), Ok(_)) => s,
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("SKIPPED [{name}]: {e}");
+                return None;
+            }
+        };
+        let id = format!("{name}-{}", std::process::id());
+        let dir = tempfile::Builder::new()
+            .prefix("corral-test-shim-tiny-")
+            .tempdir()
+            .expect("tempdir");
+        let cleanup = Cleanup {
+            id: id.clone(),
+            shim_pid: None,
+            root: dir.path().join("root"),
+            dir: dir.path().to_path_buf(),
+        };
+        let mut bundle = Bundle::new();
+        bundle.sh(script);
+        bundle.write_for(&id, &format!("/{CGROUP_PARENT}/{id}"));
+        let args = ShimArgs {
+            id,
+            bundle: bundle.path().to_path_buf(),
+            runtime_root: cleanup.root.clone(),
+            log: dir.path().join("ctr.log"),
+            log_max_files: 1,
+            exit_file: dir.path().join("exit.json"),
+            ..ShimArgs::default()
+        };
+        Some(Setup {
+            shim,
+            args,
+            shim_err: dir.path().join("shim.err"),
+            cleanup,
+            _bundle: bundle,
+            dir,
+        })
+    }
+
+    /// Run the detached shim, wait for its report: (init pid, shim pid).
+    fn start(&mut self) -> (i32, i32) {
+        let (rd, wr): (OwnedFd, OwnedFd) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe2");
+        let mut cmd = Command::new(&self.shim);
+        let with_sync = ShimArgs {
+            sync_fd: Some(std::os::fd::AsRawFd::as_raw_fd(&wr)),
+            ..self.args.clone()
+        };
+        cmd.args(with_sync.to_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&self.shim_err).expect("create shim.err"));
+        corral_shim::sync::pass_fd(&mut cmd, &wr);
+        let status = cmd.status().expect("run corral-shim");
+        drop(wr);
+        assert!(status.success(), "detaching shim: {status}");
+        let report = corral_shim::sync::receive(rd).expect("sync report");
+        let Some(Report::Started { pid, shim_pid }) = report else {
+            panic!("shim report {report:?}; shim stderr: {}", self.stderr());
+        };
+        self.cleanup.shim_pid = Some(shim_pid);
+        (pid, shim_pid)
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.shim_err).unwrap_or_default()
+    }
+
+    fn wait_ready(&self) {
+        let log = &self.args.log;
+        let ready = host::wait_until(Duration::from_secs(20), || has_line(log, "stdout", "ready"));
+        assert!(ready, "no 'ready' in the log: {:?}", log_lines(log));
+    }
+
+    fn exit_record(&self) -> ExitRecord {
+        let mut record = None;
+        host::wait_until(Duration::from_secs(20), || {
+            record = ExitRecord::read(&self.args.exit_file).ok().flatten();
+            record.is_some()
+        });
+        record.unwrap_or_else(|| panic!("no exit record; shim stderr: {}", self.stderr()))
+    }
+
+    /// The shim is gone and the runtime's state deleted.
+    fn assert_cleaned_up(&self, shim_pid: i32) {
+        let state = self.cleanup.root.join(&self.args.id);
+        let gone = host::wait_until(Duration::from_secs(10), || {
+            !host::pid_alive(shim_pid) && !state.exists()
+        });
+        assert!(gone, "shim {shim_pid} or state {} left", state.display());
+    }
+}
+
+fn exe_of(pid: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 #[test]
 fn detached_shim_runs_the_tiny_supervisor() {
-    if !host::is_root() {
-        skip!("needs root");
-    }
-    let (shim, _rt) = match (
-        workspace_binary("corral-shim"),
-        workspace_binary("corral-runtime"),
-    ) {
-        (Ok(s), Ok(r)) => (s, r),
-        (Err(e), _) | (_, Err(e)) => skip!("{e}"),
+    let Some(mut t) = Setup::new("shim-tiny", SCRIPT) else {
+        return;
     };
-    let id = format!("shim-tiny-{}", std::process::id());
-    let dir = tempfile::Builder::new()
-        .prefix("corral-test-shim-tiny-")
-        .tempdir()
-        .expect("tempdir");
-    let mut cleanup = Cleanup {
-        id: id.clone(),
-        shim_pid: None,
-        root: dir.path().join("root"),
-    };
-    let mut bundle = Bundle::new();
-    bundle.sh(SCRIPT);
-    bundle.write_for(&id, &format!("/{CGROUP_PARENT}/{id}"));
-    let log = dir.path().join("ctr.log");
-    let exit_file = dir.path().join("exit.json");
-    let args = ShimArgs {
-        id: id.clone(),
-        bundle: bundle.path().to_path_buf(),
-        runtime_root: cleanup.root.clone(),
-        log: log.clone(),
-        log_max_size: 1024,
-        log_max_files: 3,
-        exit_file: exit_file.clone(),
-        ..ShimArgs::default()
-    };
-    let shim_err = dir.path().join("shim.err");
-
-    let (rd, wr): (OwnedFd, OwnedFd) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe2");
-    let mut cmd = Command::new(&shim);
-    cmd.args(
-        ShimArgs {
-            sync_fd: Some(std::os::fd::AsRawFd::as_raw_fd(&wr)),
-            ..args.clone()
-        }
-        .to_args(),
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(File::create(&shim_err).expect("create shim.err"));
-    corral_shim::sync::pass_fd(&mut cmd, &wr);
-    let status = cmd.status().expect("run corral-shim");
-    drop(wr);
-    assert!(status.success(), "detaching shim: {status}");
-    let report = corral_shim::sync::receive(rd).expect("sync report");
-    let Some(Report::Started { pid, shim_pid }) = report else {
-        panic!(
-            "shim report {report:?}; shim stderr: {}",
-            std::fs::read_to_string(&shim_err).unwrap_or_default()
-        );
-    };
-    cleanup.shim_pid = Some(shim_pid);
-
-    let ready = host::wait_until(Duration::from_secs(20), || {
-        has_line(&log, "stdout", "ready")
-    });
-    assert!(ready, "no 'ready' in the log: {:?}", log_lines(&log));
+    t.args.log_max_size = 1024;
+    t.args.log_max_files = 3;
+    let log = t.args.log.clone();
+    let (pid, shim_pid) = t.start();
+    t.wait_ready();
 
     // The shim's pid now runs the tiny binary, small.
-    let exe = std::fs::read_link(format!("/proc/{shim_pid}/exe")).expect("shim exe");
-    let exe = exe.to_string_lossy().into_owned();
+    let exe = exe_of(shim_pid);
     assert!(
         exe.starts_with("/memfd:corral-shim-tiny"),
         "shim exe: {exe}"
@@ -231,8 +293,8 @@ fn detached_shim_runs_the_tiny_supervisor() {
         "/dev/null".to_string(),
         "/dev/null".to_string(),
         log.display().to_string(),
-        shim.display().to_string(),
-        shim_err.display().to_string(),
+        t.shim.display().to_string(),
+        t.shim_err.display().to_string(),
         "anon_inode:[signalfd]".to_string(),
     ];
     want.sort();
@@ -248,43 +310,26 @@ fn detached_shim_runs_the_tiny_supervisor() {
     assert_eq!(ppid, shim_pid, "container init's parent");
 
     // The CRI log: a line written in two pieces, both streams, rotation.
+    let lines = log_lines(&log);
     assert!(
         has_partial(&log),
         "no P entry in {:?}",
         cri::log_files(&log)
     );
-    assert!(
-        has_line(&log, "stdout", "half and half"),
-        "{:?}",
-        log_lines(&log)
-    );
-    assert!(
-        has_line(&log, "stderr", "to stderr"),
-        "{:?}",
-        log_lines(&log)
-    );
+    assert!(has_line(&log, "stdout", "half and half"), "{lines:?}");
+    assert!(has_line(&log, "stderr", "to stderr"), "{lines:?}");
+    assert!(has_line(&log, "stdout", "filler line 39"), "{lines:?}");
     let files = cri::log_files(&log);
     assert_eq!(files.len(), 3, "rotated files: {files:?}");
     for f in &files {
         let len = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
         assert!(len <= 1024, "{} is {len} bytes", f.display());
     }
-    assert!(has_line(&log, "stdout", "filler line 39"));
 
     // SIGTERM to the shim reaches the container, which exits 7.
     // SAFETY: kill has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(shim_pid, libc::SIGTERM) }, 0);
-    let mut record = None;
-    host::wait_until(Duration::from_secs(20), || {
-        record = ExitRecord::read(&exit_file).ok().flatten();
-        record.is_some()
-    });
-    let record = record.unwrap_or_else(|| {
-        panic!(
-            "no exit record; shim stderr: {}",
-            std::fs::read_to_string(&shim_err).unwrap_or_default()
-        )
-    });
+    let record = t.exit_record();
     assert_eq!((record.exit_code, record.signal), (7, None), "{record:?}");
     assert!(!record.oom_killed);
     assert!(record.started_at < record.finished_at, "{record:?}");
@@ -293,23 +338,72 @@ fn detached_shim_runs_the_tiny_supervisor() {
         "{:?}",
         log_lines(&log)
     );
+    t.assert_cleaned_up(shim_pid);
+    assert_eq!(t.stderr(), "", "shim stderr");
+}
 
-    // --finish deleted the runtime's state and the shim is gone.
-    let gone = host::wait_until(Duration::from_secs(10), || {
-        !host::pid_alive(shim_pid) && !cleanup.root.join(&id).exists()
-    });
-    assert!(
-        gone,
-        "shim {shim_pid} or state {} left",
-        cleanup.root.join(&id).display()
-    );
-    for f in cri::log_files(&log) {
-        eprintln!(
-            "{}:\n{}",
-            f.display(),
-            std::fs::read_to_string(&f).unwrap_or_default()
-        );
+/// A log that cannot be written costs output, not the supervision: the
+/// error is said once, the container is still reaped and recorded.
+#[test]
+fn full_log_disk_costs_output_not_the_exit_record() {
+    let script = r#"
+echo ready
+sleep 0.3
+i=0
+while [ $i -lt 3000 ]; do echo "a line that fills the little log disk, number $i"; i=$((i+1)); done
+sleep 0.3
+exit 3
+"#;
+    let Some(mut t) = Setup::new("shim-tiny-full", script) else {
+        return;
+    };
+    let small = t.dir.path().join("small");
+    std::fs::create_dir(&small).expect("mkdir small");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "corral-test-tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED [shim-tiny-full]: cannot mount a tmpfs");
+        return;
     }
-    let err = std::fs::read_to_string(&shim_err).unwrap_or_default();
-    assert_eq!(err, "", "shim stderr");
+    t.args.log = small.join("ctr.log");
+    let (_pid, shim_pid) = t.start();
+    t.wait_ready();
+    assert!(exe_of(shim_pid).starts_with("/memfd:corral-shim-tiny"));
+    let record = t.exit_record();
+    assert_eq!((record.exit_code, record.signal), (3, None), "{record:?}");
+    t.assert_cleaned_up(shim_pid);
+    let err = t.stderr();
+    let said = err
+        .matches("output is lost until writing works again")
+        .count();
+    assert_eq!(said, 1, "shim stderr: {err}");
+    assert!(err.contains("write log") && err.contains("ENOSPC"), "{err}");
+    // What fit is in CRI format.
+    assert!(log_lines(&t.args.log).len() > 100);
+}
+
+/// When the tiny supervisor cannot take over (here: more arguments than it
+/// takes), the shim says so and supervises in-process as before.
+#[test]
+fn too_many_arguments_keep_the_supervision_in_process() {
+    let script = "echo ready; sleep 1; exit 5";
+    let Some(mut t) = Setup::new("shim-tiny-many", script) else {
+        return;
+    };
+    t.args.exit_command = Some("/bin/true".into());
+    t.args.exit_command_args = (0..300).map(|i| format!("arg{i}").into()).collect();
+    let (_pid, shim_pid) = t.start();
+    t.wait_ready();
+    assert_eq!(exe_of(shim_pid), t.shim.display().to_string());
+    let record = t.exit_record();
+    assert_eq!((record.exit_code, record.signal), (5, None), "{record:?}");
+    t.assert_cleaned_up(shim_pid);
+    let err = t.stderr();
+    assert!(
+        err.contains("tiny supervisor not started") && err.contains("supervising in-process"),
+        "shim stderr: {err}"
+    );
 }
