@@ -176,6 +176,25 @@ pub fn apply(what: &str, script: &str) -> Result<()> {
     written.map_err(|e| fail(format!("writing the ruleset to nft: {e}")))
 }
 
+/// `nft -j list WHAT...` (e.g. `chains ip`) as nft's JSON.
+pub fn list_json(what: &[&str]) -> Result<serde_json::Value> {
+    let fail = |msg: String| Error::Nft {
+        what: format!("list {}", what.join(" ")),
+        msg,
+    };
+    let out = Command::new("nft")
+        .args(["-j", "list"])
+        .args(what)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| fail(format!("cannot run nft (is nftables installed?): {e}")))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(fail(format!("{}: {}", out.status, stderr.trim())));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("reading nft's JSON: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,12 @@
 //! Service load balancing: every Service frontend (cluster IP, port, protocol,
 //! optional node port) and its ready backends, rendered as ONE nftables script
 //! that replaces a dedicated table (`table ip corral-services` by default) in a
-//! single `nft -f -` transaction. The script deletes the table and declares it
-//! again, so a packet sees either the old ruleset or the new one, never a mix;
-//! conntrack keeps already DNATed connections on their backend.
+//! single `nft -f -` transaction, so a packet sees either the old ruleset or the
+//! new one, never a mix; conntrack keeps already DNATed connections on their
+//! backend. The transaction never deletes the table: it reads what the table
+//! holds ([`Current`]), flushes and refills the chains, changes only the map
+//! elements that differ and deletes the chains no longer used (see
+//! [`transaction`] for why).
 //!
 //! The net crate drives nftables through the `nft` CLI (see the `nft` module);
 //! this module does the same.
@@ -38,7 +41,7 @@
 //! The pod network's own table (`corral-<bridge>`) masquerades `ct status dnat`
 //! traffic from the bridge back onto it, which covers service DNAT too.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -114,11 +117,68 @@ impl Default for ServicesConfig {
 /// A rendered ruleset and what of the input it had to leave out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ruleset {
-    /// The complete `nft -f` script.
+    /// The `nft -f` script that fills the table from empty: declarations,
+    /// then rules and map elements. [`transaction`] puts the flushes of what
+    /// is there now between the two and the deletion of unused chains after.
     pub script: String,
+    /// Where the rules and the map elements begin in `script`.
+    rules_at: usize,
+    elements_at: usize,
+    /// The per-frontend and per-backend chains the script declares.
+    chains: BTreeSet<String>,
+    /// What the maps hold.
+    elements: Elements,
     /// One line per frontend, node port or backend skipped, saying why.
     pub skipped: Vec<String>,
+    /// No frontend: `script` deletes the table.
+    removes_table: bool,
 }
+
+/// Map name -> element key -> verdict, as nft writes them
+/// (`10.96.0.1 . tcp . 80` -> `goto svc-...`).
+type Elements = BTreeMap<String, BTreeMap<String, String>>;
+
+/// What the table holds now: its per-frontend chains and map elements.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Current {
+    pub chains: BTreeSet<String>,
+    elements: Elements,
+}
+
+/// The base chains and their hooks (kept, with their hooks registered, across
+/// every replacement).
+const BASE_CHAINS: [(&str, &str); 6] = [
+    ("nat-prerouting", "type nat hook prerouting priority dstnat"),
+    ("nat-output", "type nat hook output priority -100"),
+    (
+        "nat-postrouting",
+        "type nat hook postrouting priority srcnat",
+    ),
+    // Before the usual filter chains, so a reject is not pre-empted by
+    // another table's accept.
+    ("filter-input", "type filter hook input priority -10"),
+    ("filter-forward", "type filter hook forward priority -10"),
+    ("filter-output", "type filter hook output priority -10"),
+];
+
+/// The regular chains every ruleset has.
+const FIXED_CHAINS: [&str; 4] = [
+    "services",
+    "endpoints-check",
+    "mark-for-masquerade",
+    "reject-chain",
+];
+
+const BY_ADDR: &str = "ipv4_addr . inet_proto . inet_service : verdict";
+const BY_PORT: &str = "inet_proto . inet_service : verdict";
+
+/// The verdict maps and their types.
+const MAPS: [(&str, &str); 4] = [
+    ("service-ips", BY_ADDR),
+    ("service-nodeports", BY_PORT),
+    ("no-endpoint-services", BY_ADDR),
+    ("no-endpoint-nodeports", BY_PORT),
+];
 
 /// A frontend after checks: sorted, unique backends, chain names.
 struct Planned<'a> {
@@ -130,25 +190,188 @@ struct Planned<'a> {
     ep_prefix: String,
 }
 
-/// Renders the complete ruleset for `frontends`: the same input (in any order)
-/// gives the same script. With no frontends the script only deletes the table.
+/// Renders the ruleset for `frontends`: the same input (in any order) gives
+/// the same script. With no frontends the script deletes the table (one less
+/// hook on every packet of a host without Services).
 pub fn render(cfg: &ServicesConfig, frontends: &[Frontend]) -> Ruleset {
     let t = format!("ip {}", cfg.table);
-    let mut script = format!("add table {t}\ndelete table {t}\n");
     let (planned, skipped) = plan(frontends);
-    if !planned.is_empty() {
-        Writer {
-            t: &t,
-            s: &mut script,
-        }
-        .ruleset(cfg, &planned);
+    if planned.is_empty() {
+        let script = nft::delete_table(&cfg.table);
+        return Ruleset {
+            rules_at: script.len(),
+            elements_at: script.len(),
+            script,
+            chains: BTreeSet::new(),
+            elements: Elements::new(),
+            skipped,
+            removes_table: true,
+        };
     }
-    Ruleset { script, skipped }
+    let mut script = String::new();
+    let mut w = Writer {
+        t: &t,
+        s: &mut script,
+    };
+    let chains = w.declare(&planned);
+    let rules_at = w.s.len();
+    w.rules(cfg, &planned);
+    let elements_at = w.s.len();
+    let elements = elements_of(&planned);
+    w.elements(&elements);
+    Ruleset {
+        script,
+        rules_at,
+        elements_at,
+        chains,
+        elements,
+        skipped,
+        removes_table: false,
+    }
 }
 
-/// Replaces the table with `ruleset` in one transaction.
+/// The one transaction that turns the table holding `current` into
+/// `ruleset`: declarations (no-ops for what exists), chain flushes, the new
+/// rules, the map elements that differ, then the deletion of the chains
+/// nothing refers to any more.
+///
+/// The maps are changed element by element, never flushed: flushing a map and
+/// adding the same elements back in one transaction let about one new
+/// connection in 3,000 miss its DNAT on this kernel (6.1) while the ruleset
+/// was replaced 50 times a second (deleting and redeclaring the whole table,
+/// what this module did first, did the same). A frontend's element keeps its
+/// value as long as the frontend exists, so changing backends touches no map.
+pub fn transaction(cfg: &ServicesConfig, ruleset: &Ruleset, current: &Current) -> String {
+    if ruleset.removes_table {
+        return ruleset.script.clone();
+    }
+    let t = format!("ip {}", cfg.table);
+    let declare = &ruleset.script[..ruleset.rules_at];
+    let rules = &ruleset.script[ruleset.rules_at..ruleset.elements_at];
+    let mut s = String::with_capacity(ruleset.script.len() + 64 * (current.chains.len() + 12));
+    s.push_str(declare);
+    let fixed = BASE_CHAINS.iter().map(|(c, _)| *c).chain(FIXED_CHAINS);
+    for chain in fixed.chain(current.chains.iter().map(String::as_str)) {
+        s.push_str(&format!("flush chain {t} {chain}\n"));
+    }
+    s.push_str(rules);
+    let none = BTreeMap::new();
+    for (map, _) in MAPS {
+        let want = ruleset.elements.get(map).unwrap_or(&none);
+        let have = current.elements.get(map).unwrap_or(&none);
+        let stale: Vec<&str> = have
+            .iter()
+            .filter(|(k, v)| want.get(*k) != Some(*v))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if !stale.is_empty() {
+            s.push_str(&format!(
+                "delete element {t} {map} {{ {} }}\n",
+                stale.join(", ")
+            ));
+        }
+        let added: Vec<String> = want
+            .iter()
+            .filter(|(k, v)| have.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{k} : {v}"))
+            .collect();
+        if !added.is_empty() {
+            s.push_str(&format!(
+                "add element {t} {map} {{ {} }}\n",
+                added.join(", ")
+            ));
+        }
+    }
+    for stale in current.chains.difference(&ruleset.chains) {
+        s.push_str(&format!("delete chain {t} {stale}\n"));
+    }
+    s
+}
+
+/// Replaces the table's content with `ruleset` in one transaction.
 pub fn apply(cfg: &ServicesConfig, ruleset: &Ruleset) -> Result<()> {
-    nft::apply(&format!("replace table ip {}", cfg.table), &ruleset.script)
+    let current = if ruleset.removes_table {
+        Current::default()
+    } else {
+        Current::read(cfg)?
+    };
+    nft::apply(
+        &format!("replace table ip {}", cfg.table),
+        &transaction(cfg, ruleset, &current),
+    )
+}
+
+impl Current {
+    /// Reads the table from the kernel (empty when it does not exist).
+    pub fn read(cfg: &ServicesConfig) -> Result<Current> {
+        let chains = nft::list_json(&["chains", "ip"])?;
+        let maps = nft::list_json(&["maps", "ip"])?;
+        Ok(Current::parse(&chains, &maps, &cfg.table))
+    }
+
+    /// From `nft -j list chains` and `nft -j list maps` output: the chains of
+    /// `table` but the base and fixed ones, and the elements of its maps.
+    fn parse(chains: &serde_json::Value, maps: &serde_json::Value, table: &str) -> Current {
+        let builtin: BTreeSet<&str> = BASE_CHAINS
+            .iter()
+            .map(|(c, _)| *c)
+            .chain(FIXED_CHAINS)
+            .collect();
+        let chains = objects(chains, "chain", table)
+            .filter_map(|c| c["name"].as_str())
+            .filter(|name| !builtin.contains(name))
+            .map(str::to_string)
+            .collect();
+        let elements = objects(maps, "map", table)
+            .filter_map(|m| {
+                let elems = m["elem"].as_array().into_iter().flatten();
+                let pairs = elems.filter_map(|e| Some((key_text(&e[0])?, verdict_text(&e[1]))));
+                Some((m["name"].as_str()?.to_string(), pairs.collect()))
+            })
+            .collect();
+        Current { chains, elements }
+    }
+}
+
+/// The `kind` objects (`chain`, `map`) of family ip table `table` in nft's JSON.
+fn objects<'a>(
+    listing: &'a serde_json::Value,
+    kind: &'a str,
+    table: &'a str,
+) -> impl Iterator<Item = &'a serde_json::Value> {
+    listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(move |item| item.get(kind))
+        .filter(move |o| o["table"] == table && o["family"] == "ip")
+}
+
+/// An element key as this module writes it: concatenations joined by ` . `.
+fn key_text(key: &serde_json::Value) -> Option<String> {
+    let scalar = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    match key.get("concat") {
+        Some(parts) => {
+            let parts: Option<Vec<String>> = parts.as_array()?.iter().map(scalar).collect();
+            Some(parts?.join(" . "))
+        }
+        None => scalar(key),
+    }
+}
+
+/// A verdict as this module writes it (`goto CHAIN`); anything else is kept
+/// as its JSON, which never equals a wanted verdict, so it gets replaced.
+fn verdict_text(verdict: &serde_json::Value) -> String {
+    for kind in ["goto", "jump"] {
+        if let Some(target) = verdict[kind]["target"].as_str() {
+            return format!("{kind} {target}");
+        }
+    }
+    verdict.to_string()
 }
 
 /// Deletes the table; a missing table is fine.
@@ -229,6 +452,35 @@ fn chain_safe(name: &str) -> String {
         .collect()
 }
 
+/// Each frontend's entry: its cluster IP (and node port) to its chain, or to
+/// the reject chain when it has no backend.
+fn elements_of(planned: &[Planned<'_>]) -> Elements {
+    let mut maps = Elements::new();
+    let mut put = |map: &str, key: String, verdict: String| {
+        maps.entry(map.to_string())
+            .or_default()
+            .insert(key, verdict);
+    };
+    for p in planned {
+        let fe = p.fe;
+        let addr = format!("{} . {} . {}", fe.cluster_ip, fe.proto, fe.port);
+        let node = p.node_port.map(|n| format!("{} . {n}", fe.proto));
+        let reject = "goto reject-chain".to_string();
+        if p.backends.is_empty() {
+            put("no-endpoint-services", addr, reject.clone());
+            if let Some(n) = node {
+                put("no-endpoint-nodeports", n, reject);
+            }
+        } else {
+            put("service-ips", addr, format!("goto {}", p.svc_chain));
+            if let Some(n) = node {
+                put("service-nodeports", n, format!("goto {}", p.ext_chain));
+            }
+        }
+    }
+    maps
+}
+
 struct Writer<'a> {
     t: &'a str,
     s: &'a mut String,
@@ -241,62 +493,42 @@ impl Writer<'_> {
         self.s.push('\n');
     }
 
-    fn ruleset(&mut self, cfg: &ServicesConfig, planned: &[Planned<'_>]) {
-        self.declare(planned);
+    fn rules(&mut self, cfg: &ServicesConfig, planned: &[Planned<'_>]) {
         self.hooks(cfg);
-        self.elements(planned);
         for p in planned.iter().filter(|p| !p.backends.is_empty()) {
             self.service(cfg, p);
         }
     }
 
-    fn declare(&mut self, planned: &[Planned<'_>]) {
+    /// Declares the table, chains and maps; returns the per-frontend chains.
+    fn declare(&mut self, planned: &[Planned<'_>]) -> BTreeSet<String> {
         let t = self.t;
         self.line(format_args!("add table {t}"));
-        for (chain, hook) in [
-            ("nat-prerouting", "type nat hook prerouting priority dstnat"),
-            ("nat-output", "type nat hook output priority -100"),
-            (
-                "nat-postrouting",
-                "type nat hook postrouting priority srcnat",
-            ),
-            // Before the usual filter chains, so a reject is not pre-empted by
-            // another table's accept.
-            ("filter-input", "type filter hook input priority -10"),
-            ("filter-forward", "type filter hook forward priority -10"),
-            ("filter-output", "type filter hook output priority -10"),
-        ] {
+        for (chain, hook) in BASE_CHAINS {
             self.line(format_args!(
                 "add chain {t} {chain} {{ {hook}; policy accept; }}"
             ));
         }
-        for chain in [
-            "services",
-            "endpoints-check",
-            "mark-for-masquerade",
-            "reject-chain",
-        ] {
+        for chain in FIXED_CHAINS {
             self.line(format_args!("add chain {t} {chain}"));
         }
+        let mut chains = BTreeSet::new();
         for p in planned.iter().filter(|p| !p.backends.is_empty()) {
-            self.line(format_args!("add chain {t} {}", p.svc_chain));
+            chains.insert(p.svc_chain.clone());
             if p.node_port.is_some() {
-                self.line(format_args!("add chain {t} {}", p.ext_chain));
+                chains.insert(p.ext_chain.clone());
             }
             for i in 0..p.backends.len() {
-                self.line(format_args!("add chain {t} {}-{i}", p.ep_prefix));
+                chains.insert(format!("{}-{i}", p.ep_prefix));
             }
         }
-        let by_addr = "ipv4_addr . inet_proto . inet_service : verdict";
-        let by_port = "inet_proto . inet_service : verdict";
-        for (map, ty) in [
-            ("service-ips", by_addr),
-            ("service-nodeports", by_port),
-            ("no-endpoint-services", by_addr),
-            ("no-endpoint-nodeports", by_port),
-        ] {
+        for chain in &chains {
+            self.line(format_args!("add chain {t} {chain}"));
+        }
+        for (map, ty) in MAPS {
             self.line(format_args!("add map {t} {map} {{ type {ty}; }}"));
         }
+        chains
     }
 
     fn hooks(&mut self, cfg: &ServicesConfig) {
@@ -356,33 +588,14 @@ impl Writer<'_> {
         ));
     }
 
-    fn elements(&mut self, planned: &[Planned<'_>]) {
-        let (mut ips, mut ports, mut dead_ips, mut dead_ports) = (vec![], vec![], vec![], vec![]);
-        for p in planned {
-            let fe = p.fe;
-            let addr = format!("{} . {} . {}", fe.cluster_ip, fe.proto, fe.port);
-            let node = p.node_port.map(|n| format!("{} . {n}", fe.proto));
-            if p.backends.is_empty() {
-                dead_ips.push(format!("{addr} : goto reject-chain"));
-                dead_ports.extend(node.map(|n| format!("{n} : goto reject-chain")));
-            } else {
-                ips.push(format!("{addr} : goto {}", p.svc_chain));
-                ports.extend(node.map(|n| format!("{n} : goto {}", p.ext_chain)));
-            }
-        }
-        for (map, elems) in [
-            ("service-ips", ips),
-            ("service-nodeports", ports),
-            ("no-endpoint-services", dead_ips),
-            ("no-endpoint-nodeports", dead_ports),
-        ] {
-            if !elems.is_empty() {
-                let t = self.t;
-                self.line(format_args!(
-                    "add element {t} {map} {{ {} }}",
-                    elems.join(", ")
-                ));
-            }
+    fn elements(&mut self, elements: &Elements) {
+        let t = self.t;
+        for (map, elems) in elements {
+            let list: Vec<String> = elems.iter().map(|(k, v)| format!("{k} : {v}")).collect();
+            self.line(format_args!(
+                "add element {t} {map} {{ {} }}",
+                list.join(", ")
+            ));
         }
     }
 
@@ -450,11 +663,134 @@ mod tests {
     #[test]
     fn no_frontends_only_delete_the_table() {
         let r = render(&cfg(), &[]);
-        assert_eq!(
-            r.script,
-            "add table ip corral-services\ndelete table ip corral-services\n"
-        );
+        let want = "add table ip corral-services\ndelete table ip corral-services\n";
+        assert_eq!(r.script, want);
+        let current = Current {
+            chains: ["svc-1-a".to_string()].into(),
+            ..Current::default()
+        };
+        assert_eq!(transaction(&cfg(), &r, &current), want);
         assert!(r.skipped.is_empty());
+    }
+
+    #[test]
+    fn the_transaction_flushes_chains_changes_elements_then_deletes_what_is_gone() {
+        let web = fe("ns/web", [10, 96, 0, 10], 80, &["10.244.0.5:80"]);
+        let r = render(&cfg(), &[web]);
+        let kept = r
+            .chains
+            .iter()
+            .find(|c| c.starts_with("svc-"))
+            .unwrap()
+            .clone();
+        let gone = "svc-0000000000000000-gone";
+        let mut current = Current {
+            chains: [kept.clone(), gone.to_string()].into(),
+            ..Current::default()
+        };
+        let ips = current.elements.entry("service-ips".into()).or_default();
+        ips.insert("10.96.0.10 . tcp . 80".into(), format!("goto {kept}"));
+        ips.insert("10.96.0.99 . tcp . 80".into(), format!("goto {gone}"));
+        let s = transaction(&cfg(), &r, &current);
+        let lines = lines(&s);
+        let pos = |l: &str| {
+            lines
+                .iter()
+                .position(|x| *x == l)
+                .unwrap_or_else(|| panic!("missing {l:?} in\n{s}"))
+        };
+        let t = "ip corral-services";
+        let first_rule = lines
+            .iter()
+            .position(|l| l.starts_with("add rule"))
+            .unwrap();
+        let last_map = pos(&format!(
+            "add map {t} no-endpoint-nodeports {{ type {BY_PORT}; }}"
+        ));
+        for flushed in [
+            format!("flush chain {t} nat-prerouting"),
+            format!("flush chain {t} reject-chain"),
+            format!("flush chain {t} {kept}"),
+            format!("flush chain {t} {gone}"),
+        ] {
+            assert!(
+                last_map < pos(&flushed) && pos(&flushed) < first_rule,
+                "{flushed}:\n{s}"
+            );
+        }
+        assert!(!s.contains("flush map"), "maps are never flushed:\n{s}");
+        // The element that stays is neither deleted nor added again.
+        assert!(!s.contains("add element"), "{s}");
+        let dropped = pos(&format!(
+            "delete element {t} service-ips {{ 10.96.0.99 . tcp . 80 }}"
+        ));
+        assert!(dropped > first_rule);
+        assert_eq!(
+            pos(&format!("delete chain {t} {gone}")),
+            lines.len() - 1,
+            "{s}"
+        );
+        assert!(!s.contains(&format!("delete chain {t} {kept}")), "{s}");
+        assert!(!s.contains("delete table"), "{s}");
+
+        // From an empty table: every element is added.
+        let fresh = transaction(&cfg(), &r, &Current::default());
+        let add = format!("add element {t} service-ips {{ 10.96.0.10 . tcp . 80 : goto {kept} }}");
+        assert!(fresh.lines().any(|l| l == add), "{fresh}");
+        assert!(!fresh.contains("delete"), "{fresh}");
+    }
+
+    #[test]
+    fn a_changed_element_is_deleted_then_added() {
+        let r = render(
+            &cfg(),
+            &[fe("ns/new", [10, 96, 0, 10], 80, &["10.244.0.5:80"])],
+        );
+        let mut current = Current::default();
+        current
+            .elements
+            .entry("service-ips".into())
+            .or_default()
+            .insert("10.96.0.10 . tcp . 80".into(), "goto svc-1-old".into());
+        let s = transaction(&cfg(), &r, &current);
+        let del = s.find("delete element ip corral-services service-ips { 10.96.0.10 . tcp . 80 }");
+        let add = s
+            .find("add element ip corral-services service-ips { 10.96.0.10 . tcp . 80 : goto svc-");
+        assert!(del.is_some() && add.is_some() && del < add, "{s}");
+    }
+
+    #[test]
+    fn the_current_table_is_read_from_nft_json() {
+        let chains = serde_json::json!({"nftables": [
+            {"metainfo": {"version": "1.0.6"}},
+            {"chain": {"family": "ip", "table": "corral-services", "name": "nat-prerouting", "hook": "prerouting"}},
+            {"chain": {"family": "ip", "table": "corral-services", "name": "services"}},
+            {"chain": {"family": "ip", "table": "corral-services", "name": "svc-1-a"}},
+            {"chain": {"family": "ip", "table": "corral-services", "name": "ep-1-0"}},
+            {"chain": {"family": "ip", "table": "nat", "name": "svc-2-b"}},
+            {"chain": {"family": "ip6", "table": "corral-services", "name": "svc-3-c"}},
+        ]});
+        let maps = serde_json::json!({"nftables": [
+            {"map": {"family": "ip", "name": "service-ips", "table": "corral-services", "map": "verdict",
+                     "elem": [[{"concat": ["10.96.0.10", "tcp", 80]}, {"goto": {"target": "svc-1-a"}}],
+                              [{"concat": ["10.96.0.11", "udp", 53]}, {"accept": null}]]}},
+            {"map": {"family": "ip", "name": "service-nodeports", "table": "corral-services", "map": "verdict"}},
+            {"map": {"family": "ip", "name": "service-ips", "table": "other", "map": "verdict",
+                     "elem": [[{"concat": ["10.96.0.12", "tcp", 80]}, {"goto": {"target": "x"}}]]}},
+        ]});
+        let got = Current::parse(&chains, &maps, "corral-services");
+        let want: BTreeSet<String> = ["ep-1-0", "svc-1-a"].map(String::from).into();
+        assert_eq!(got.chains, want);
+        let ips = &got.elements["service-ips"];
+        assert_eq!(ips.len(), 2);
+        assert_eq!(ips["10.96.0.10 . tcp . 80"], "goto svc-1-a");
+        assert!(!ips["10.96.0.11 . udp . 53"].starts_with("goto"));
+        assert!(got.elements["service-nodeports"].is_empty());
+        let none = serde_json::json!({});
+        assert_eq!(
+            Current::parse(&none, &none, "corral-services"),
+            Current::default()
+        );
     }
 
     #[test]
@@ -468,9 +804,8 @@ mod tests {
         web.node_port = Some(30080);
         let r = render(&cfg(), &[web]);
         let s = &r.script;
-        assert!(s.starts_with(
-            "add table ip corral-services\ndelete table ip corral-services\nadd table ip corral-services\n"
-        ));
+        assert!(s.starts_with("add table ip corral-services\nadd chain "));
+        assert!(!s.contains("delete"), "{s}");
         let id = format!("{:016x}", fnv1a("\"default/web:http\" (10.96.0.10:80/tcp)"));
         let svc = format!("svc-{id}-default/web_http");
         let ext = format!("ext-{id}-default/web_http");
@@ -664,7 +999,8 @@ mod tests {
             table: "corral-services-check".into(),
             ..cfg()
         };
-        let script = render(&c, &[web, dns, dead, sctp]).script;
+        let r = render(&c, &[web, dns, dead, sctp]);
+        let script = transaction(&c, &r, &Current::default());
         let mut stdin = child.stdin.take().unwrap();
         std::io::Write::write_all(&mut stdin, script.as_bytes()).unwrap();
         drop(stdin);
