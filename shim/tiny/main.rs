@@ -17,6 +17,7 @@
 mod args;
 mod cri;
 mod log;
+mod record;
 mod supervise;
 mod sys;
 mod time;

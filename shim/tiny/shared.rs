@@ -7,5 +7,6 @@
 pub mod args;
 pub mod cri;
 pub mod log;
+pub mod record;
 pub mod sys;
 pub mod time;

@@ -6,6 +6,7 @@
 use super::args::{self, Work, FINISH_AT};
 use super::cri::Stream;
 use super::log::{Failure, LogWriter};
+use super::record;
 use super::sys::{self, CStr, Errno, PollFd, SigSet, Startup};
 use super::time;
 
@@ -307,14 +308,38 @@ fn finish(st: &Startup, argv: &[CStr], w: &Work, status: i32) -> ! {
     say_errno_then(
         &[b"corral-shim: exec corral-shim --finish"],
         e,
-        b"; the container's exit is not recorded",
+        b"; recording the exit without the OOM check and leaving the runtime's state",
     );
-    let code = if status & 0x7f == 0 {
-        (status >> 8) & 0xff
-    } else {
-        128 + (status & 0x7f)
+    record_exit(rest, status);
+    sys::exit(record::exit_of(status).0)
+}
+
+/// The exit record `--finish` would have written, minus what needs the
+/// std shim (OOM check, runtime delete, exit command). `rest` is the
+/// finish argv: `--started-at T --cgroup-path P` then the shim's flags.
+fn record_exit(rest: &[CStr], status: i32) {
+    let value_of = |flag: &[u8]| rest.windows(2).find(|p| p[0].bytes() == flag).map(|p| p[1]);
+    let (Some(path), Some(started)) = (value_of(b"--exit-file"), value_of(b"--started-at")) else {
+        say(&[b"corral-shim: no --exit-file in the finish arguments"]);
+        return;
     };
-    sys::exit(code)
+    let (secs, nanos) = sys::clock(sys::CLOCK_REALTIME);
+    let mut json = [0u8; 512];
+    let Some(n) = record::encode(
+        status,
+        started.bytes(),
+        &time::rfc3339(secs, nanos),
+        &mut json,
+    ) else {
+        say(&[b"corral-shim: --started-at is not a timestamp"]);
+        return;
+    };
+    if let Err(f) = record::write_atomic(path, &json[..n]) {
+        say_errno(
+            &[b"corral-shim: ", f.step.as_bytes(), b" ", path.bytes()],
+            f.errno,
+        );
+    }
 }
 
 fn monotonic_ns() -> i64 {

@@ -407,3 +407,32 @@ fn too_many_arguments_keep_the_supervision_in_process() {
         "shim stderr: {err}"
     );
 }
+
+/// corral-shim's file clobbered in place while the container runs (so
+/// `--finish` cannot be exec'd): the tiny supervisor still records the
+/// exit itself.
+#[test]
+fn clobbered_shim_binary_still_gets_an_exit_record() {
+    let Some(mut t) = Setup::new("shim-tiny-clobber", "echo ready; sleep 0.5; exit 4") else {
+        return;
+    };
+    let copy = t.dir.path().join("corral-shim");
+    std::fs::copy(&t.shim, &copy).expect("copy corral-shim");
+    t.shim = copy.clone();
+    let (_pid, shim_pid) = t.start();
+    t.wait_ready();
+    assert!(exe_of(shim_pid).starts_with("/memfd:corral-shim-tiny"));
+    // Nothing runs the copy now: it can be truncated (no ETXTBSY).
+    File::create(&copy).expect("truncate the shim copy");
+    let record = t.exit_record();
+    assert_eq!((record.exit_code, record.signal), (4, None), "{record:?}");
+    assert!(!record.oom_killed);
+    assert!(record.started_at < record.finished_at, "{record:?}");
+    let gone = host::wait_until(Duration::from_secs(10), || !host::pid_alive(shim_pid));
+    assert!(gone, "shim {shim_pid} still running");
+    let err = t.stderr();
+    assert!(
+        err.contains("exec corral-shim --finish: ENOEXEC"),
+        "shim stderr: {err}"
+    );
+}
