@@ -11,7 +11,7 @@ use nix::errno::Errno;
 
 use crate::cidr::Ipv4Cidr;
 use crate::error::{Error, Result};
-use crate::ipam::{Lease, Locked, State};
+use crate::ipam::{GroupCommit, Lease, Locked, State};
 use crate::netlink::Socket;
 use crate::netns::in_netns;
 use crate::nft;
@@ -60,6 +60,8 @@ pub struct Network {
     state_dir: PathBuf,
     table: String,
     cluster_cidr: Option<Ipv4Cidr>,
+    /// Lease changes of this process's threads, saved in batches.
+    leases: std::sync::Arc<GroupCommit>,
 }
 
 impl Network {
@@ -70,6 +72,7 @@ impl Network {
         check_bridge_name(&cfg.bridge)?;
         let net = Network {
             table: nft::table_name(&cfg.bridge),
+            leases: std::sync::Arc::new(GroupCommit::new(&cfg.state_dir, cfg.cidr)),
             bridge: cfg.bridge,
             cidr: cfg.cidr,
             state_dir: cfg.state_dir,
@@ -163,34 +166,39 @@ impl Network {
     /// gateway, and DNAT for `ports`. An owner already attached is torn down and
     /// attached again on the same address.
     ///
-    /// The state lock covers the lease only, not the plumbing (veth, addresses,
-    /// DNAT): the veth name and address are the owner's alone once the lease is
-    /// saved, so owners attach in parallel. The caller must not attach or
+    /// The lease is saved (fsync'd) before anything is configured, in one
+    /// batch with the leases other threads of this process ask for at the
+    /// same time; the plumbing (veth, addresses, DNAT) runs outside the state
+    /// lock: the veth name and address are the owner's alone once the lease
+    /// is saved, so owners attach in parallel. The caller must not attach or
     /// detach the same owner concurrently.
     pub fn attach(&self, owner: &str, netns: &Path, ports: &[PortMapping]) -> Result<Attachment> {
         check_owner(owner)?;
+        let veth = veth_name(&self.bridge, owner);
+        let (who, wanted) = (owner.to_string(), ports.to_vec());
+        // On disk before anything is configured: a crash from here on leaves a
+        // lease that detach can clean up, never an address in use but unrecorded.
+        let (old, lease) = self.leases.update(move |state| {
+            state.check_ports(&who, &wanted)?;
+            let old = state.leases.get(&who).cloned();
+            let ip = state.allocate(&who, &veth)?;
+            if let Some(lease) = state.leases.get_mut(&who) {
+                lease.ports = wanted.clone();
+            }
+            Ok((
+                old,
+                Lease {
+                    ip,
+                    veth,
+                    ports: wanted,
+                },
+            ))
+        })?;
         let mut nl = Socket::open()?;
-        let lease = {
-            let lock = Locked::acquire(&self.state_dir)?;
-            let mut state = lock.load(self.cidr)?;
-            state.check_ports(owner, ports)?;
-            if let Some(old) = state.leases.get(owner).cloned() {
-                self.teardown(&mut nl, owner, &old)?;
-            }
-            let veth = veth_name(&self.bridge, owner);
-            let ip = state.allocate(owner, &veth)?;
-            if let Some(lease) = state.leases.get_mut(owner) {
-                lease.ports = ports.to_vec();
-            }
-            // On disk before anything is configured: a crash from here on leaves a
-            // lease that detach can clean up, never an address in use but unrecorded.
-            lock.save(&state)?;
-            Lease {
-                ip,
-                veth,
-                ports: ports.to_vec(),
-            }
-        };
+        if let Some(old) = old {
+            // Same veth and address: what an earlier attach left goes first.
+            self.teardown(&mut nl, owner, &old)?;
+        }
         if let Err(e) = self.plumb(&mut nl, owner, netns, &lease) {
             let _ = self.teardown(&mut nl, owner, &lease);
             let _ = self.release(owner);
@@ -199,12 +207,13 @@ impl Network {
         Ok(self.attachment(&lease))
     }
 
-    /// Forget `owner`'s lease (after its plumbing failed).
+    /// Forget `owner`'s lease (after its plumbing failed, or its detach).
     fn release(&self, owner: &str) -> Result<()> {
-        let lock = Locked::acquire(&self.state_dir)?;
-        let mut state = lock.load(self.cidr)?;
-        state.release(owner);
-        lock.save(&state)
+        let who = owner.to_string();
+        self.leases.update(move |state| {
+            state.release(&who);
+            Ok(())
+        })
     }
 
     fn plumb(&self, nl: &mut Socket, owner: &str, netns: &Path, lease: &Lease) -> Result<()> {
@@ -262,17 +271,21 @@ impl Network {
     }
 
     /// Removes the owner's veth (and with it the namespace's `eth0`), published
-    /// ports and address lease. Detaching an unknown owner does nothing.
+    /// ports and address lease. Detaching an unknown owner does nothing. The
+    /// lease goes last (saved with other threads' changes): a crash before
+    /// leaves it for the next detach.
     pub fn detach(&self, owner: &str) -> Result<()> {
-        let lock = Locked::acquire(&self.state_dir)?;
-        let mut state = lock.load(self.cidr)?;
-        let Some(lease) = state.leases.get(owner).cloned() else {
+        let lease = {
+            let lock = Locked::acquire(&self.state_dir)?;
+            let state = lock.load(self.cidr)?;
+            state.leases.get(owner).cloned()
+        };
+        let Some(lease) = lease else {
             return Ok(());
         };
         let mut nl = Socket::open()?;
         self.teardown(&mut nl, owner, &lease)?;
-        state.release(owner);
-        lock.save(&state)
+        self.release(owner)
     }
 
     /// The owners holding an address, with what they hold (e.g. to reconcile
