@@ -77,6 +77,10 @@ pub struct Args {
     /// How often each pod is reconciled, in seconds (exits are noticed sooner).
     #[arg(long, env = "CORRAL_AGENT_SYNC_PERIOD", default_value_t = 1.0)]
     pub sync_period: f64,
+    /// How many pods may be starting (sandbox, network, first containers)
+    /// at once; the rest wait their turn in arrival order. 0: no limit.
+    #[arg(long, env = "CORRAL_AGENT_PARALLEL_STARTS", default_value_t = 0)]
+    pub parallel_starts: usize,
     /// corral-shim binary (default: next to corral-agent, else on PATH).
     #[arg(long, env = "CORRAL_AGENT_SHIM")]
     pub shim: Option<PathBuf>,
@@ -185,6 +189,8 @@ pub struct Config {
     pub backoff_max: Duration,
     pub backoff_reset: Duration,
     pub sync_period: Duration,
+    /// Pods starting at once (0: any number).
+    pub parallel_starts: usize,
     pub shim: PathBuf,
     pub runtime: PathBuf,
     /// Set when the agent joins a master.
@@ -228,6 +234,7 @@ impl Config {
             backoff_max: seconds("backoff-max", a.backoff_max)?,
             backoff_reset: seconds("backoff-reset", a.backoff_reset)?,
             sync_period: seconds("sync-period", a.sync_period)?,
+            parallel_starts: a.parallel_starts,
             shim: a.shim.clone().unwrap_or_else(|| sibling("corral-shim")),
             runtime: a
                 .runtime

@@ -219,19 +219,13 @@ fn spawn(sc: &StartContext, a: &Attempt) -> Result<(i32, i32), StartError> {
     let shim_log = sc.cdir.join(format!("{}.shim.log", a.number));
     let err_out = std::fs::File::create(&shim_log)
         .map_err(|e| fail(format!("create {}: {e}", shim_log.display())))?;
-    let mut cmd = Command::new(&sc.cfg.shim);
-    cmd.args(args.to_args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err_out);
-    corral_shim::sync::pass_fd(&mut cmd, &wr);
     let t = Instant::now();
-    let mut child = cmd
-        .spawn()
+    let child = super::spawn::spawn(&sc.cfg.shim, &args.to_args(), &err_out, wr.as_raw_fd())
         .map_err(|e| fail(format!("start {}: {e}", sc.cfg.shim.display())))?;
     drop(wr);
+    drop(err_out);
     // The detached shim's first process exits once it has forked the real one.
-    let _ = child.wait();
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
     let r = corral_shim::sync::receive(rd);
     super::trace(&sc.pod.pod.metadata.name, "shim", t);
     match r {

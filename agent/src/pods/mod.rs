@@ -3,8 +3,10 @@
 //! its probes and tears it down.
 
 mod container;
+mod gate;
 mod probe;
 mod sandbox;
+mod spawn;
 mod spec;
 mod status;
 mod worker;
@@ -34,6 +36,8 @@ struct Inner {
     stopping: Mutex<Vec<Arc<PodHandle>>>,
     manifest_errors: Mutex<BTreeMap<PathBuf, String>>,
     net: Arc<sandbox::SharedNetwork>,
+    /// Turns for new pods to start (`--parallel-starts`).
+    gate: Arc<gate::StartGate>,
     /// The desired pods of each source (static manifests, the master); held
     /// while the union is applied so that two sources never interleave.
     sources: Mutex<BTreeMap<String, Vec<(Pod, PathBuf)>>>,
@@ -176,6 +180,7 @@ impl Agent {
     pub fn new(cfg: Config) -> Agent {
         Agent {
             inner: Arc::new(Inner {
+                gate: gate::StartGate::new(cfg.parallel_starts),
                 cfg,
                 pods: Mutex::new(BTreeMap::new()),
                 stopping: Mutex::new(Vec::new()),
@@ -248,6 +253,7 @@ impl Agent {
         let w = worker::Worker::new(
             self.inner.cfg.clone(),
             self.inner.net.clone(),
+            self.inner.gate.clone(),
             handle.clone(),
             (record, recorded),
             dir,

@@ -12,6 +12,7 @@ use corral_images::{ImageRecord, Store};
 use corral_net::Network;
 
 use super::container::{self, StartContext, StartError};
+use super::gate::{Permit, StartGate};
 use super::probe::{ProbeKind, Prober};
 use super::spec::{self, PodContext};
 use super::status::{self, Observed, PodFacts};
@@ -52,6 +53,10 @@ pub(crate) struct Worker {
     store: Option<Store>,
     shared_net: Arc<sandbox::SharedNetwork>,
     net: Option<Arc<Network>>,
+    gate: Arc<StartGate>,
+    /// Held from before the sandbox is made until the first pass over the
+    /// containers has started them.
+    permit: Option<Permit>,
     /// pod.json is on disk (the worker writes it first for a new pod).
     recorded: bool,
     /// hosts and resolv.conf were checked (or written) by this worker.
@@ -68,6 +73,7 @@ impl Worker {
     pub(crate) fn new(
         cfg: Config,
         shared_net: Arc<sandbox::SharedNetwork>,
+        gate: Arc<StartGate>,
         handle: Arc<PodHandle>,
         (record, recorded): (PodRecord, bool),
         dir: PathBuf,
@@ -120,6 +126,8 @@ impl Worker {
             store: None,
             shared_net,
             net: None,
+            gate,
+            permit: None,
             recorded,
             etc_checked: false,
             dir,
@@ -151,10 +159,12 @@ impl Worker {
                 return;
             }
             if let Err(e) = self.open() {
+                self.permit = None;
                 self.log(&e);
                 self.publish(Some(e));
             } else {
                 self.sync();
+                self.permit = None;
                 self.publish(None);
             }
             self.sleep(TICK);
@@ -190,6 +200,17 @@ impl Worker {
             self.trace("net.open", t);
         }
         if self.record.sandbox.is_none() {
+            if self.permit.is_none() {
+                let t = Instant::now();
+                let stop = &self.handle.stop;
+                self.permit = self.gate.enter(|| stop.load(Ordering::SeqCst));
+                self.trace("start.turn", t);
+                if stop.load(Ordering::SeqCst) {
+                    // Removed while it waited: nothing to make (the run
+                    // loop tears down what exists).
+                    return Ok(());
+                }
+            }
             let net = self.net.as_ref().ok_or("no network")?;
             let uid = self.record.pod.metadata.uid.clone();
             let t = Instant::now();
