@@ -265,7 +265,14 @@ fn detached_shim_runs_the_tiny_supervisor() {
         "shim exe: {exe}"
     );
     let rss = status_kib(shim_pid, "VmRSS").expect("shim VmRSS");
-    eprintln!("shim {shim_pid}: exe {exe}, VmRSS {rss} kB");
+    let rollup =
+        std::fs::read_to_string(format!("/proc/{shim_pid}/smaps_rollup")).unwrap_or_default();
+    let field = |k: &str| host::status_field(&rollup, k).unwrap_or_default();
+    eprintln!(
+        "shim {shim_pid}: exe {exe}, VmRSS {rss} kB, Pss {}, Private_Dirty {}",
+        field("Pss"),
+        field("Private_Dirty")
+    );
     assert!(rss < 1024, "tiny supervisor RSS {rss} kB");
     let cmdline = std::fs::read(format!("/proc/{shim_pid}/cmdline")).expect("cmdline");
     let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
