@@ -218,6 +218,8 @@ pub async fn list_raw(
         }
         chunk.extend_from_slice(b"]}");
         let _ = tx.send(Bytes::from(chunk)).await;
+        drop(pager);
+        super::alloc::trim();
     });
     let mut resp = Response::new(body.boxed());
     resp.headers_mut()

@@ -1,6 +1,7 @@
 //! The HTTPS front door: authentication, body limits, discovery and the
 //! routing of resource paths to the verbs in [`objects`] and [`watch`].
 
+mod alloc;
 mod delete;
 mod discovery;
 mod immutable;
@@ -56,6 +57,7 @@ const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz"];
 
 impl Api {
     pub fn new(store: Arc<dyn Store>, tokens: Tokens, max_body: usize) -> Api {
+        alloc::limit_arenas();
         Api {
             store,
             tokens,

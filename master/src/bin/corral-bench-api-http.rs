@@ -47,7 +47,20 @@ struct Args {
     /// The corral-master binary (default: next to this one).
     #[arg(long)]
     master: Option<PathBuf>,
+    /// Pods updated in each get+update phase (the first N; default all up to
+    /// 10000): at 100k pods a phase over every pod would take most of an hour
+    /// and measure nothing the first 10k do not.
+    #[arg(long, default_value_t = 10_000)]
+    updates: usize,
+    /// Record the master with `perf record -g` during the create and the
+    /// concurrent get+update phases, into DIR/<store>-<pods>-<phase>.perf.
+    #[arg(long)]
+    perf: Option<PathBuf>,
 }
+
+/// Above this many pods the LIST is checked by counting its items, not by
+/// decoding typed pods (100k typed pods take GBs of client memory).
+const TYPED_LIST_MAX: usize = 10_000;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -134,6 +147,8 @@ async fn bench(
     let pod_bytes = serde_json::to_vec(&pod(0))?.len();
     println!("{store:9} pod object {pod_bytes} bytes as sent");
 
+    let cpu = Cpu::now(master.child.id());
+    let perf = Perf::start(args, master, &format!("{store}-{n}-create"))?;
     let (t, lat) = timed(&clients, n, |c, i| async move {
         let t = Instant::now();
         c.create(&pod(i))
@@ -142,17 +157,22 @@ async fn bench(
         Ok(vec![("create", t.elapsed())])
     })
     .await?;
+    drop(perf);
     report(store, n, t, &lat);
+    cpu.report(store, "create", n);
     let after_create = master.memory()?;
     println!("{store:9} master after create: {after_create}");
     if let Some(etcd) = etcd {
         println!("{store:9} etcd after create: {}", memory(etcd.child.id())?);
     }
 
+    let updates = n.min(args.updates);
     let cpu = Cpu::now(master.child.id());
-    let (t, lat) = timed(&clients, n, move |c, i| get_update(c, i, epoch)).await?;
-    report(store, n, t, &lat);
-    cpu.report(store, "get+update", n);
+    let perf = Perf::start(args, master, &format!("{store}-{n}-update"))?;
+    let (t, lat) = timed(&clients, updates, move |c, i| get_update(c, i, epoch)).await?;
+    drop(perf);
+    report(store, updates, t, &lat);
+    cpu.report(store, "get+update", updates);
 
     // One client alone: the latency without queueing behind 15 others.
     let one = n.min(1000);
@@ -160,13 +180,15 @@ async fn bench(
     report(&format!("{store} 1cl"), one, t, &lat);
 
     let cpu = Cpu::now(master.child.id());
+    let perf = Perf::start(args, master, &format!("{store}-{n}-list"))?;
     list_all(store, &clients[0], n, args.lists).await?;
+    drop(perf);
     cpu.report(store, "LIST", args.lists.max(1) + 1);
     println!("{store:9} master after list: {}", master.memory()?);
 
     let cpu = Cpu::now(master.child.id());
-    watch_updates(store, &clients, n, epoch).await?;
-    cpu.report(store, "get+update+watch", n);
+    watch_updates(store, &clients, updates, epoch).await?;
+    cpu.report(store, "get+update+watch", updates);
     println!("{store:9} master at end: {}", master.memory()?);
     if let Some(etcd) = etcd {
         println!("{store:9} etcd at end: {}", memory(etcd.child.id())?);
@@ -220,18 +242,30 @@ async fn list_all(store: &str, c: &Client, n: usize, reps: usize) -> anyhow::Res
     }
     times.sort_unstable();
     let t = Instant::now();
-    let list = c.list::<Pod>(NAMESPACE, &ListParams::default()).await?;
+    let count = if n <= TYPED_LIST_MAX {
+        c.list::<Pod>(NAMESPACE, &ListParams::default())
+            .await?
+            .items
+            .len()
+    } else {
+        let body = c.get_text(&path, &[]).await.context("LIST pods")?;
+        serde_json::from_str::<ItemCount>(&body)
+            .context("the LIST body is not a list")?
+            .items
+            .len()
+    };
     let typed = t.elapsed();
-    if list.items.len() != n {
-        bail!("LIST returned {} pods, {n} expected", list.items.len());
+    if count != n {
+        bail!("LIST returned {count} pods, {n} expected");
     }
     println!(
-        "{store:9} {:28} {n:7} pods  median {:7.1} ms  best {:7.1} ms  ({} runs, {:.1} MiB body; typed client decode incl. {:.1} ms)",
+        "{store:9} {:28} {n:7} pods  median {:7.1} ms  best {:7.1} ms  ({} runs, {:.1} MiB body; {} incl. {:.1} ms)",
         "LIST (raw body)",
         ms(times[times.len() / 2]),
         ms(times[0]),
         times.len(),
         bytes as f64 / 1048576.0,
+        if n <= TYPED_LIST_MAX { "typed client decode" } else { "item count" },
         ms(typed)
     );
     Ok(())
@@ -295,6 +329,52 @@ async fn watch_updates(
         pct(&delays, 0.99)
     );
     Ok(())
+}
+
+/// A list's items, counted without decoding them.
+#[derive(serde::Deserialize)]
+struct ItemCount {
+    items: Vec<serde::de::IgnoredAny>,
+}
+
+/// `perf record -g` attached to the master; stopped (SIGINT, so it writes
+/// its file) on drop.
+struct Perf {
+    child: Option<Child>,
+}
+
+impl Perf {
+    fn start(args: &Args, master: &Master, name: &str) -> anyhow::Result<Perf> {
+        let Some(dir) = &args.perf else {
+            return Ok(Perf { child: None });
+        };
+        std::fs::create_dir_all(dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        let out = dir.join(format!("{name}.perf"));
+        let child = Command::new("perf")
+            .args(["record", "-F", "999", "-g", "-p"])
+            .arg(master.child.id().to_string())
+            .arg("-o")
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawning perf record")?;
+        // perf needs a moment to attach before the phase starts.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Perf { child: Some(child) })
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
 }
 
 type Latencies = BTreeMap<&'static str, Vec<Duration>>;
