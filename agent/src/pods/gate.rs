@@ -5,9 +5,14 @@
 //! ones are done early.
 
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::lock;
+
+/// A start that holds its turn longer than this (a shim that does not
+/// answer, an image pull) no longer counts against the limit: the gate
+/// makes bursts faster, it must not stop the node behind one stuck pod.
+const STALE: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct Tickets {
@@ -15,11 +20,23 @@ struct Tickets {
     next: u64,
     /// Permits given back so far.
     released: u64,
+    /// Permits out now: ticket and when it was given.
+    held: Vec<(u64, Instant)>,
+}
+
+impl Tickets {
+    fn stale(&self, after: Duration) -> u64 {
+        self.held
+            .iter()
+            .filter(|(_, t)| t.elapsed() > after)
+            .count() as u64
+    }
 }
 
 pub(crate) struct StartGate {
     /// 0: no limit (no ticket is ever waited for).
     limit: u64,
+    stale_after: Duration,
     tickets: Mutex<Tickets>,
     turn: Condvar,
 }
@@ -27,19 +44,28 @@ pub(crate) struct StartGate {
 /// A turn to start; the next waiting pod goes when it is dropped.
 pub(crate) struct Permit {
     gate: Arc<StartGate>,
+    ticket: u64,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        lock(&self.gate.tickets).released += 1;
+        let mut t = lock(&self.gate.tickets);
+        t.released += 1;
+        t.held.retain(|(id, _)| *id != self.ticket);
+        drop(t);
         self.gate.turn.notify_all();
     }
 }
 
 impl StartGate {
     pub(crate) fn new(limit: usize) -> Arc<StartGate> {
+        Self::with_stale(limit, STALE)
+    }
+
+    fn with_stale(limit: usize, stale_after: Duration) -> Arc<StartGate> {
         Arc::new(StartGate {
             limit: limit as u64,
+            stale_after,
             tickets: Mutex::new(Tickets::default()),
             turn: Condvar::new(),
         })
@@ -54,7 +80,7 @@ impl StartGate {
         let mut t = lock(&self.tickets);
         let mine = t.next;
         t.next += 1;
-        while mine >= t.released + self.limit {
+        while mine >= t.released + self.limit + t.stale(self.stale_after) {
             if cancelled() {
                 // Our ticket still counts: give it back as if used (one
                 // more pod may then be inside until the next one leaves).
@@ -69,7 +95,11 @@ impl StartGate {
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
-        Some(Permit { gate: self.clone() })
+        t.held.push((mine, Instant::now()));
+        Some(Permit {
+            gate: self.clone(),
+            ticket: mine,
+        })
     }
 }
 
@@ -107,6 +137,20 @@ mod tests {
         }
         assert!(most.load(Ordering::SeqCst) <= 2);
         assert_eq!(*lock(&order), [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_stuck_start_stops_counting_after_a_while() {
+        let gate = StartGate::with_stale(1, Duration::from_millis(200));
+        let stuck = gate.enter(|| false).expect("a permit");
+        let t = Instant::now();
+        let next = gate.enter(|| false).expect("a permit");
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
+        drop((stuck, next));
     }
 
     #[test]
