@@ -1037,6 +1037,9 @@ pub fn prime() {
 }
 
 fn read_v1_hierarchies() -> Result<Vec<(String, PathBuf)>> {
+    if let Some(h) = conventional_v1_hierarchies() {
+        return Ok(h);
+    }
     let mut out: Vec<(String, PathBuf)> = Vec::new();
     for m in cgroups_rs::fs::hierarchies::mountinfo_self() {
         if !m.mount_point.starts_with(CGROUP_ROOT) {
@@ -1060,6 +1063,75 @@ fn read_v1_hierarchies() -> Result<Vec<(String, PathBuf)>> {
         return Err(CgroupError::NoHierarchy);
     }
     Ok(out)
+}
+
+/// v1 controllers with no files in a hierarchy's root cgroup.
+const NO_ROOT_FILES: &[&str] = &["pids", "freezer", "rdma", "misc"];
+
+/// The v1 hierarchies without reading mountinfo: the ones listed in
+/// /proc/self/cgroup (a few lines), each where every distribution mounts
+/// it, `/sys/fs/cgroup/<controllers>` (`name=x` at `.../x`), checked to be
+/// a cgroup mount of its own whose root holds the files of those
+/// controllers (where the kernel puts any there). None when any is not so
+/// (then mountinfo decides).
+fn conventional_v1_hierarchies() -> Option<Vec<(String, PathBuf)>> {
+    use std::os::unix::fs::MetadataExt;
+    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut out = Vec::new();
+    let mut devices = Vec::new();
+    for (key, dir) in conventional_candidates(&text)? {
+        let dir = Path::new(CGROUP_ROOT).join(dir);
+        let magic = nix::sys::statfs::statfs(&dir).ok()?.filesystem_type();
+        let dev = fs::metadata(&dir).ok()?.dev();
+        if magic != nix::sys::statfs::CGROUP_SUPER_MAGIC || devices.contains(&dev) {
+            return None;
+        }
+        devices.push(dev);
+        let files: Vec<String> = fs::read_dir(&dir)
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        let has = |c: &&str| {
+            NO_ROOT_FILES.contains(c) || files.iter().any(|f| f.starts_with(&format!("{c}.")))
+        };
+        if !key
+            .split(',')
+            .filter(|c| !c.starts_with("name="))
+            .all(|c| has(&c))
+        {
+            return None;
+        }
+        out.push((key, dir));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// (controllers, directory name under /sys/fs/cgroup) of each v1 line of
+/// /proc/self/cgroup; None for a line this naming convention cannot place.
+fn conventional_candidates(text: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut parts = line.splitn(3, ':');
+        let (_id, ctrls, _path) = (parts.next()?, parts.next()?, parts.next()?);
+        if ctrls.is_empty() {
+            continue; // the cgroup2 line of a hybrid host
+        }
+        let names: Vec<&str> = ctrls.split(',').collect();
+        if !names
+            .iter()
+            .all(|n| V1_CONTROLLERS.contains(n) || n.starts_with("name="))
+        {
+            return None;
+        }
+        let dir = match names.as_slice() {
+            [one] => one.strip_prefix("name=").unwrap_or(one).to_string(),
+            many if many.iter().any(|n| n.starts_with("name=")) => return None,
+            many => many.join(","),
+        };
+        out.push((names.join(","), dir));
+    }
+    Some(out)
 }
 
 fn dirs_for(path: &str) -> Result<Vec<(String, PathBuf)>> {
@@ -2118,6 +2190,50 @@ mod tests {
         assert_eq!(DEFAULT_DEVICE_RULES[0].v1_line(), "c *:* m");
         assert_eq!(DevRule::allow_char(136, None).v1_line(), "c 136:* rwm");
         assert_eq!(DENY_ALL.v1_line(), "a *:* rwm");
+    }
+
+    #[test]
+    fn hierarchies_from_proc_self_cgroup() {
+        let hybrid = "12:rdma:/\n11:cpu,cpuacct:/x\n1:name=systemd:/user.slice\n0::/user.slice\n";
+        let got = conventional_candidates(hybrid).unwrap();
+        let want = [
+            ("rdma", "rdma"),
+            ("cpu,cpuacct", "cpu,cpuacct"),
+            ("name=systemd", "systemd"),
+        ];
+        assert_eq!(got.len(), want.len());
+        for ((k, d), (wk, wd)) in got.iter().zip(want) {
+            assert_eq!((k.as_str(), d.as_str()), (wk, wd));
+        }
+        // Unknown controllers or a named hierarchy with controllers: ask mountinfo.
+        assert!(conventional_candidates("3:cpu,name=x:/\n").is_none());
+        assert!(conventional_candidates("3:newctl:/\n").is_none());
+        assert!(conventional_candidates("garbage").is_none());
+    }
+
+    #[test]
+    fn conventional_hierarchies_match_mountinfo_here() {
+        if version() != CgroupVersion::V1 {
+            return;
+        }
+        // This project's hosts mount the hierarchies the usual way.
+        let mut fast = conventional_v1_hierarchies().expect("conventional v1 layout");
+        let mut slow = Vec::new();
+        for m in cgroups_rs::fs::hierarchies::mountinfo_self() {
+            let names: Vec<&str> = m
+                .super_opts
+                .iter()
+                .map(String::as_str)
+                .filter(|o| V1_CONTROLLERS.contains(o) || o.starts_with("name="))
+                .collect();
+            if m.mount_point.starts_with(CGROUP_ROOT) && !names.is_empty() {
+                slow.push((names.join(","), m.mount_point));
+            }
+        }
+        fast.sort();
+        slow.sort();
+        slow.dedup_by(|a, b| a.0 == b.0);
+        assert_eq!(fast, slow);
     }
 
     #[test]
