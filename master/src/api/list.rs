@@ -1,6 +1,6 @@
 //! LIST without decoding: items go from the store's bytes to the response
 //! with their resourceVersion spliced in ([`super::rawjson`]), and a LIST
-//! without `limit` is streamed in chunks of [`PAGE`] objects read from the
+//! without `limit` is streamed in chunks of [`Store::list_page`] objects read from the
 //! store at one revision, so the master never holds the whole response (a
 //! 10k-pod LIST is ~21 MiB of JSON, 100k pods ~210 MiB).
 
@@ -18,9 +18,11 @@ use super::objects::{decode_continue, encode_continue, prefix, store_error, writ
 use super::response::{bytes_response, ApiError, ApiResult, ChannelBody, Resp};
 use crate::store::{KeyValue, ListOptions, Store, StoreError};
 
-/// Objects read from the store per page (~1 MiB of pods): the unit of
-/// memory a LIST holds and of the streamed body's chunks.
-pub const PAGE: usize = 500;
+/// Objects read per page from the embedded store (~1 MiB of pods): the
+/// unit of memory a LIST holds and of the streamed body's chunks; etcd's
+/// pages are larger ([`Store::list_page`]).
+#[cfg(test)]
+const PAGE: usize = 500;
 /// Chunks queued between the store reader and the connection.
 const CHUNKS_QUEUED: usize = 2;
 
@@ -72,9 +74,10 @@ impl Pager {
         if self.done || full {
             return Ok(None);
         }
+        let page = self.store.list_page().max(1);
         let want = match self.limit {
-            0 => PAGE,
-            l => (l - self.found).min(PAGE),
+            0 => page,
+            l => (l - self.found).min(page),
         };
         let opts = ListOptions {
             start_after: self.start.clone(),

@@ -186,6 +186,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The oldest revision still readable (0 before any compaction).
     async fn compacted_revision(&self) -> Result<i64>;
+
+    /// How many objects a long LIST reads per [`Store::list`] call: the
+    /// memory it holds at once against the cost of one more call.
+    fn list_page(&self) -> usize {
+        500
+    }
 }
 
 /// A stream of watch events; dropping it cancels the watch.
