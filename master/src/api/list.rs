@@ -1,8 +1,9 @@
 //! LIST without decoding: items go from the store's bytes to the response
 //! with their resourceVersion spliced in ([`super::rawjson`]), and a LIST
-//! without `limit` is streamed in chunks of [`Store::list_page`] objects read from the
-//! store at one revision, so the master never holds the whole response (a
-//! 10k-pod LIST is ~21 MiB of JSON, 100k pods ~210 MiB).
+//! without `limit` is streamed in chunks of [`Store::list_page`] objects
+//! (500 on the embedded store, ~1 MiB of pods) read at one revision, so the
+//! master never holds the whole response (a 10k-pod LIST is ~21 MiB of
+//! JSON, 100k pods ~210 MiB).
 
 use std::sync::Arc;
 
@@ -18,11 +19,6 @@ use super::objects::{decode_continue, encode_continue, prefix, store_error, writ
 use super::response::{bytes_response, ApiError, ApiResult, ChannelBody, Resp};
 use crate::store::{KeyValue, ListOptions, Store, StoreError};
 
-/// Objects read per page from the embedded store (~1 MiB of pods): the
-/// unit of memory a LIST holds and of the streamed body's chunks; etcd's
-/// pages are larger ([`Store::list_page`]).
-#[cfg(test)]
-const PAGE: usize = 500;
 /// Chunks queued between the store reader and the connection.
 const CHUNKS_QUEUED: usize = 2;
 
@@ -289,7 +285,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> =
             Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).expect("open"));
-        let n = 10 * PAGE + 7;
+        let n = 10 * store.list_page() + 7;
         let revs = fill(&store, n).await;
         let resp = list_raw(
             store.clone(),
@@ -352,7 +348,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> =
             Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).expect("open"));
-        let n = PAGE + 300;
+        let n = store.list_page() + 300;
         fill(&store, n).await;
         // A stored record the splice refuses is still served, by decoding it.
         let odd = b"{\"kind\":\"Pod\",\"metadata\":{\"name\":\"zz\",\"resourceVersion\":\"1\"}}";
