@@ -240,13 +240,17 @@ pub struct Stored {
 }
 
 impl Api {
-    pub async fn get_stored(&self, info: &ResourceInfo, ns: &str, name: &str) -> ApiResult<Stored> {
-        let kv = self
-            .store
+    /// The stored record of one object; 404 when there is none.
+    async fn fetch(&self, info: &ResourceInfo, ns: &str, name: &str) -> ApiResult<KeyValue> {
+        self.store
             .get(&key(info, ns, name))
             .await
             .map_err(|e| store_error(e, info, name))?
-            .ok_or_else(|| ApiError::from(Status::not_found(info.group, info.plural, name)))?;
+            .ok_or_else(|| ApiError::from(Status::not_found(info.group, info.plural, name)))
+    }
+
+    pub async fn get_stored(&self, info: &ResourceInfo, ns: &str, name: &str) -> ApiResult<Stored> {
+        let kv = self.fetch(info, ns, name).await?;
         let value = decode_stored(&kv)?;
         Ok(Stored { kv, value })
     }
@@ -398,12 +402,7 @@ impl Api {
 
     /// GET of the object as stored, its resourceVersion spliced in.
     async fn get_raw(&self, info: &ResourceInfo, ns: &str, name: &str) -> ApiResult<Resp> {
-        let kv = self
-            .store
-            .get(&key(info, ns, name))
-            .await
-            .map_err(|e| store_error(e, info, name))?
-            .ok_or_else(|| ApiError::from(Status::not_found(info.group, info.plural, name)))?;
+        let kv = self.fetch(info, ns, name).await?;
         let mut body = Vec::with_capacity(kv.value.len() + 40);
         write_stored(&kv, kv.mod_revision, &mut body)?;
         Ok(super::response::bytes_response(
