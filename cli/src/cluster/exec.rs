@@ -92,8 +92,11 @@ async fn session(ep: &Endpoint, r: &ExecRequest<'_>) -> Result<i32, Error> {
     let path = exec_path(&ep.namespace, r);
     let url = reqwest::Url::parse(&format!("{}{path}", ep.target.server))
         .map_err(|e| Error::msg(format!("server {:?}: {e}", ep.target.server)))?;
+    // Before the upgrade: the remote process starts as soon as the agent has
+    // it, and a ^C from then on must end the session, not kill us outright.
+    let stop = Stop::new()?;
     let (ws, v5) = connect(ep, &url).await?;
-    pump(ws, v5, r).await
+    pump(ws, v5, r, stop).await
 }
 
 /// The upgraded connection and whether v5 was agreed.
@@ -235,6 +238,7 @@ async fn pump(
     ws: WebSocketStream<Box<dyn Io>>,
     v5: bool,
     r: &ExecRequest<'_>,
+    mut stop: Stop,
 ) -> Result<i32, Error> {
     let (mut sink, mut stream) = ws.split();
     let send_err = |e: tungstenite::Error| Error::msg(format!("exec: sending: {e}"));
@@ -249,7 +253,6 @@ async fn pump(
     } else {
         None
     };
-    let mut stop = Stop::new()?;
     let mut status: Option<Status> = None;
     loop {
         tokio::select! {
