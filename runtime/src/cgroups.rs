@@ -1223,12 +1223,7 @@ fn mkdir_all(root: &Path, dir: &Path, cpuset: bool, made: &mut Vec<PathBuf>) -> 
     for comp in rel.components() {
         cur.push(comp);
         match fs::create_dir(&cur) {
-            Ok(()) => {
-                made.push(cur.clone());
-                if cpuset {
-                    init_v1_cpuset(&cur)?;
-                }
-            }
+            Ok(()) => made.push(cur.clone()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => {
                 return Err(CgroupError::Mkdir {
@@ -1236,6 +1231,12 @@ fn mkdir_all(root: &Path, dir: &Path, cpuset: bool, made: &mut Vec<PathBuf>) -> 
                     errno: errno_of(&e),
                 })
             }
+        }
+        // Also for a directory that exists: another container's runtime may
+        // have just made it and not yet filled it in, and a child copied from
+        // an empty parent stays empty (its tasks then get ENOSPC).
+        if cpuset {
+            init_v1_cpuset(&cur)?;
         }
     }
     Ok(())
@@ -2327,6 +2328,39 @@ mod tests {
             .unwrap()
             .trim()
             .to_string()
+    }
+
+    #[test]
+    fn a_cpuset_parent_made_but_not_filled_in_by_another_runtime_is_filled_in() {
+        need_root!();
+        let root = Path::new("/sys/fs/cgroup/cpuset");
+        if !root.join("cpuset.cpus").exists() {
+            eprintln!(
+                "SKIPPED: no cgroup v1 cpuset hierarchy at {}",
+                root.display()
+            );
+            return;
+        }
+        // What a concurrent runtime leaves between its mkdir and its writes.
+        let parent = root.join(format!("corral-test-cpuset-{}", std::process::id()));
+        fs::create_dir(&parent).unwrap();
+        struct Rm(PathBuf);
+        impl Drop for Rm {
+            fn drop(&mut self) {
+                let _ = fs::remove_dir(self.0.join("child"));
+                let _ = fs::remove_dir(&self.0);
+            }
+        }
+        let _rm = Rm(parent.clone());
+        assert_eq!(read_file(&parent, "cpuset.cpus").unwrap().trim(), "");
+        let mut made = Vec::new();
+        mkdir_all(root, &parent.join("child"), true, &mut made).unwrap();
+        assert_eq!(made, vec![parent.join("child")]);
+        let want = read_file(root, "cpuset.cpus").unwrap();
+        for dir in [parent.clone(), parent.join("child")] {
+            assert_eq!(read_file(&dir, "cpuset.cpus").unwrap().trim(), want.trim());
+            assert!(!read_file(&dir, "cpuset.mems").unwrap().trim().is_empty());
+        }
     }
 
     #[test]
