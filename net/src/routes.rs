@@ -286,7 +286,10 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let ns = dir.path().join("ns");
+        // create_netns makes the namespace's directory a mount of its own:
+        // a subdirectory, unmounted below, so the temporary directory goes.
+        let ns_dir = dir.path().join("netns");
+        let ns = ns_dir.join("ns");
         crate::create_netns(&ns).unwrap();
         let result = crate::in_netns(&ns, || -> Result<()> {
             let mut s = crate::netlink::Socket::open()?;
@@ -317,6 +320,7 @@ mod tests {
             Ok(())
         });
         crate::delete_netns(&ns).unwrap();
+        let _ = nix::mount::umount2(&ns_dir, nix::mount::MntFlags::MNT_DETACH);
         result.unwrap().unwrap();
     }
 }
