@@ -169,6 +169,11 @@ const FIXED_CHAINS: [&str; 4] = [
     "reject-chain",
 ];
 
+/// The base and fixed chains' names: every ruleset has them.
+fn builtin_chains<'a>() -> impl Iterator<Item = &'a str> {
+    BASE_CHAINS.iter().map(|(c, _)| *c).chain(FIXED_CHAINS)
+}
+
 const BY_ADDR: &str = "ipv4_addr . inet_proto . inet_service : verdict";
 const BY_PORT: &str = "inet_proto . inet_service : verdict";
 
@@ -250,8 +255,7 @@ pub fn transaction(cfg: &ServicesConfig, ruleset: &Ruleset, current: &Current) -
     let rules = &ruleset.script[ruleset.rules_at..ruleset.elements_at];
     let mut s = String::with_capacity(ruleset.script.len() + 64 * (current.chains.len() + 12));
     s.push_str(declare);
-    let fixed = BASE_CHAINS.iter().map(|(c, _)| *c).chain(FIXED_CHAINS);
-    for chain in fixed.chain(current.chains.iter().map(String::as_str)) {
+    for chain in builtin_chains().chain(current.chains.iter().map(String::as_str)) {
         s.push_str(&format!("flush chain {t} {chain}\n"));
     }
     s.push_str(rules);
@@ -312,11 +316,7 @@ impl Current {
     /// From `nft -j list chains` and `nft -j list maps` output: the chains of
     /// `table` but the base and fixed ones, and the elements of its maps.
     fn parse(chains: &serde_json::Value, maps: &serde_json::Value, table: &str) -> Current {
-        let builtin: BTreeSet<&str> = BASE_CHAINS
-            .iter()
-            .map(|(c, _)| *c)
-            .chain(FIXED_CHAINS)
-            .collect();
+        let builtin: BTreeSet<&str> = builtin_chains().collect();
         let chains = objects(chains, "chain", table)
             .filter_map(|c| c["name"].as_str())
             .filter(|name| !builtin.contains(name))
